@@ -1,0 +1,55 @@
+"""Eager torch baselines of the two ops for the microbenchmarks (importable: ``bench.baselines``).
+
+They do what a user without the fused kernels would write, in the input's dtype:
+
+- ``project_and_sample_eager``: materialise ``Q`` with ``philox.projection_matrix`` (inside the timed call: drawing
+  ``Q`` is part of the cost the fused kernel removes), cast it to ``x.dtype``, ``bmm``, fp32 squared row norms,
+  Gumbel keys and the top-``r`` selection of ``philox.select_rows``. Same random stream as the ops, so the outputs
+  are comparable (``idx`` identical; ``xr`` differs by the rounding of ``Q`` to ``x.dtype``).
+- ``restore_merge_eager``: ``F.interpolate`` of the whole cache to ``(h, w)`` in ``x.dtype``, then a scatter of ``y``
+  into the selected rows (each selected row is written twice, the full upsampled tensor round-trips memory).
+
+``compiled(fn)`` wraps either in ``torch.compile`` (the "compile" baseline of the benchmarks).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from stagevar_kernels import philox
+
+
+def project_and_sample_eager(x: torch.Tensor, rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: ``(B, M, D)``; returns ``xr`` ``(B, rank, D)`` in ``x.dtype`` and int64 ``idx`` ``(B, rank)``."""
+    batch, rows, _ = x.shape
+    q = philox.projection_matrix(seed, batch, rows, rank, device=x.device).to(x.dtype)
+    xr = torch.bmm(q.transpose(1, 2), x)
+    xf = x.float()
+    norms = (xf * xf).sum(dim=-1)
+    keys = philox.sampling_keys(norms, philox.gumbel_noise(seed, batch, rows, device=x.device))
+    return xr, philox.select_rows(keys, rank)
+
+
+def restore_merge_eager(
+    y: torch.Tensor,
+    idx: torch.Tensor,
+    cache: torch.Tensor,
+    src_hw: tuple[int, int],
+    dst_hw: tuple[int, int],
+    mode: str = "area",
+) -> torch.Tensor:
+    """y: ``(B, r, D)``, idx: int64 ``(B, r)`` (in range), cache: ``(B, h0*w0, D)``; returns ``(B, h*w, D)``."""
+    batch, _, channels = cache.shape
+    grid = cache.transpose(1, 2).reshape(batch, channels, src_hw[0], src_hw[1])
+    align = {} if mode in ("nearest", "area") else {"align_corners": False}
+    up = F.interpolate(grid, size=tuple(dst_hw), mode=mode, **align)
+    out = up.reshape(batch, channels, dst_hw[0] * dst_hw[1]).transpose(1, 2).contiguous()
+    return out.scatter_(1, idx.unsqueeze(-1).expand(-1, -1, channels), y)
+
+
+def compiled(fn, device: torch.device | str):
+    """``torch.compile(fn)``; on CPU the smoke run uses Dynamo only (``backend="eager"``) to skip the C++ build."""
+    if torch.device(device).type == "cuda":
+        return torch.compile(fn, fullgraph=True, dynamic=False)
+    return torch.compile(fn, fullgraph=True, dynamic=False, backend="eager")

@@ -1,0 +1,85 @@
+"""One acceleration unit at one fidelity-refinement step: Algorithm 1's inner body.
+
+project (RP) -> run the unit's blocks on the r projected rows, each at the RoPE position of its representative
+token -> restore the full output from the computed rows and the unit's upsampled output at the previous step
+(RTR, Eq. 7-8). The Table 2 variants swap the projection (``svd``) or the restoration (``lls``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+import stagevar_kernels
+
+_MASK63 = (1 << 63) - 1
+
+
+def unit_seed(base: int, step: int, unit: int) -> int:
+    """A well-mixed 63-bit projection seed for (generation seed, scale step, unit): SplitMix64 finalisers."""
+    z = (base * 0x9E3779B97F4A7C15 + (step + 1) * 0xBF58476D1CE4E5B9 + (unit + 1) * 0x94D049BB133111EB) & (2**64 - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return (z ^ (z >> 31)) & _MASK63
+
+
+def rank_for(ratio: float, tokens: int) -> int:
+    """``r = max(1, round(ratio * M))``, at most ``M``."""
+    return min(tokens, max(1, round(ratio * tokens)))
+
+
+def run_blocks(session, blocks, x: torch.Tensor, step: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+    """The unit's blocks in order on ``x`` ``(R, L, C)``."""
+    for block in blocks:
+        x = session.run_block(block, x, step, positions)
+    return x
+
+
+def svd_features(x: torch.Tensor, rank: int) -> torch.Tensor:
+    """Exact rank-r features ``Sigma_r V_r^T`` of every row-batch item (the paper's Fig. 3 (3)): ``(R, r, C)``."""
+    _, s, vh = torch.linalg.svd(x.float(), full_matrices=False)
+    return (s[:, :rank, None] * vh[:, :rank]).to(x.dtype)
+
+
+def lls_restore(x: torch.Tensor, xr: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Least-squares restoration (Eq. 6): ``W = argmin ||W xr - x||_F``, output ``W y``. Shapes ``(R, *, C)``."""
+    # Solve xr^T W^T = x^T for W^T (R, r, M) in float32; lstsq handles the under-determined case (r > C).
+    w_t = torch.linalg.lstsq(xr.float().transpose(1, 2), x.float().transpose(1, 2)).solution
+    return torch.bmm(w_t.transpose(1, 2), y.float()).to(y.dtype)
+
+
+def fidelity_unit(
+    session,
+    blocks,
+    x: torch.Tensor,
+    step: int,
+    *,
+    rank: int,
+    seed: int,
+    cache: torch.Tensor,
+    cache_hw: tuple[int, int],
+    restore_mode: str = "area",
+    projection: str = "rp",
+    restoration: str = "rtr",
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Run one unit on a rank-``rank`` projection of ``x`` and restore its full output.
+
+    Args:
+        session: the generation in flight (:class:`stagevar.models.session.GenerationSession`).
+        blocks: the unit's blocks.
+        x: ``(R, h*w, C)`` the unit's input at scale ``step``.
+        rank: projected rows ``r``.
+        seed: the projection seed of this (step, unit).
+        cache: ``(R, h0*w0, C)`` the unit's output at the previous step (RTR's fill).
+        cache_hw: ``(h0, w0)``.
+    Returns:
+        ``(R, h*w, C)`` the unit's restored output, ``x.dtype``.
+    """
+    hw = session.scales[step]
+    xr, idx = stagevar_kernels.project_and_sample(x, rank, seed, backend=backend)
+    if projection == "svd":
+        xr = svd_features(x, rank)
+    y = run_blocks(session, blocks, xr, step, positions=idx)
+    if restoration == "lls":
+        return lls_restore(x, xr, y)
+    return stagevar_kernels.restore_merge(y, idx, cache.to(y.dtype), cache_hw, hw, restore_mode, backend=backend)

@@ -1,0 +1,163 @@
+"""Block math of Infinity as functions that read parameters by their official names.
+
+They work on our modules and on the official ``CrossAttnBlock`` objects alike (``block.sa.mat_qkv.weight``,
+``block.sa.q_bias``, ``block.ca.mat_q``, ``block.ffn.fc1``, ``block.ca_norm``, ``block.ada_gss`` ...), and keep no
+state on the modules: the self-attention KV cache is passed in and returned.
+
+Numerics follow upstream under bf16 autocast (reference/infinity.md 1.3-1.5): AdaLN in fp32; linears in the weight
+dtype; cos-attention q/k normalised in fp32, RoPE in fp32, then q/k cast to v's dtype for SDPA; ``sa_out * gamma1``
+keeps the projection's dtype (upstream multiplies in place); cross-attention output added in fp32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .rope import apply_rope
+
+_MAX_SCALE_MUL = math.log(100.0)
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    dt = weight.dtype
+    return F.linear(x.to(dt), weight, None if bias is None else bias.to(dt))
+
+
+def ada_layer_norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm without affine on ``x.float()``, then ``* (1 + scale) + shift`` (fp32, per-row scale/shift)."""
+    x = x.float()
+    return F.layer_norm(x, (x.shape[-1],), eps=eps).mul(scale.add(1)).add_(shift)
+
+
+@dataclass
+class TextContext:
+    """Cross-attention text rows, padded: ``feats`` ``(R, Lt, D)`` (output of ``text_proj_for_ca``), ``lens`` per row,
+    ``mask`` bool ``(R, 1, 1, Lt)`` (True = attend) or ``None`` when every row has ``Lt`` tokens.
+    ``kv`` caches each block's projected K/V ``(R, H, Lt, c)`` by ``id(block)`` (computed once per generation)."""
+
+    feats: torch.Tensor
+    lens: list[int]
+    mask: torch.Tensor | None
+    kv: dict
+
+    def select(self, rows: slice) -> TextContext:
+        lens = self.lens[rows]
+        lt = max(lens)
+        feats = self.feats[rows, :lt]
+        mask = None if min(lens) == lt else self.mask[rows, :, :, :lt]
+        kv = {key: (k[rows, :, :lt], v[rows, :, :lt]) for key, (k, v) in self.kv.items()}
+        return TextContext(feats, lens, mask, kv)
+
+
+def pad_rows(packed: torch.Tensor, lens: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Packed ``(sum(lens), D)`` -> padded ``(R, max(lens), D)`` and bool mask ``(R, 1, 1, Lt)`` (None: no padding)."""
+    r, lt = len(lens), max(lens)
+    if min(lens) == lt:
+        return packed.reshape(r, lt, -1), None
+    lens_t = torch.tensor(lens, device=packed.device)
+    valid = torch.arange(lt, device=packed.device)[None, :] < lens_t[:, None]  # (R, Lt)
+    out = packed.new_zeros(r, lt, packed.shape[-1])
+    out[valid] = packed
+    return out, valid[:, None, None, :]
+
+
+def _text_kv(ca, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r, lt, _ = feats.shape
+    h, c = ca.num_heads, ca.head_dim
+    bias = torch.cat((ca.zero_k_bias, ca.v_bias))
+    kv = _linear(feats, ca.mat_kv.weight, bias).view(r, lt, 2, h, c)
+    return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+
+
+def _attend_text(q, k, v, mask, scale, ca_bf16: bool):
+    """``q`` (R, H, Lq, c) over padded text K/V; with ``ca_bf16`` an fp32 call runs in bf16 (upstream's flash_attn)."""
+    if ca_bf16 and q.dtype == torch.float32:
+        out = F.scaled_dot_product_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), attn_mask=mask, scale=scale)
+        return out.float()
+    return F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, scale=scale)
+
+
+def attention_pool(pool_ca, packed: torch.Tensor, lens: list[int], ca_bf16: bool = False) -> torch.Tensor:
+    """``text_proj_for_sos``: one learned query per head over each row's text tokens. ``packed`` is the
+    ``text_norm`` output ``(sum(lens), Ct5)``; returns ``cond_BD`` ``(R, D)`` (dtype of the projection)."""
+    feats, mask = pad_rows(packed, lens)
+    k, v = _text_kv(pool_ca, feats)
+    r = feats.shape[0]
+    q = pool_ca.mat_q.to(k.dtype)[None].expand(r, -1, -1, -1).transpose(1, 2)  # (R, H, 1, c)
+    out = _attend_text(q, k, v, mask, 1.0 / math.sqrt(pool_ca.head_dim), ca_bf16)  # (R, H, 1, c)
+    out = out.transpose(1, 2).reshape(r, -1)
+    return _linear(out, pool_ca.proj.weight, pool_ca.proj.bias)
+
+
+def self_attention(sa, h: torch.Tensor, rope_cs: torch.Tensor, cache=None, attn_mask=None):
+    """Cos-attention with per-head scale and RoPE. ``h`` ``(R, L, C)``; ``rope_cs`` from ``rope.gather_table``;
+    ``cache`` ``(k, v)`` of earlier scales ``(R, H, Lc, c)`` or None. Returns ``(out (R, L, C), (k, v))``, the K/V
+    being the cache extended by this call's keys (post-normalisation, post-RoPE, as upstream)."""
+    r, L, C = h.shape
+    nh = sa.num_heads
+    c = C // nh
+    bias = torch.cat((sa.q_bias, sa.zero_k_bias, sa.v_bias))
+    qkv = _linear(h, sa.mat_qkv.weight, bias).view(r, L, 3, nh, c).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    scale_mul = sa.scale_mul_1H11.clamp_max(_MAX_SCALE_MUL).float().exp()
+    q = F.normalize(q.float(), dim=-1, eps=1e-12).mul(scale_mul)
+    k = F.normalize(k.float(), dim=-1, eps=1e-12)
+    q, k = apply_rope(q, k, rope_cs)
+    dt = v.dtype
+    q, k = q.to(dt), k.to(dt)
+    if cache is not None:
+        k = torch.cat((cache[0], k), dim=2)
+        v = torch.cat((cache[1], v), dim=2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
+    out = out.transpose(1, 2).reshape(r, L, C)
+    return _linear(out, sa.proj.weight, sa.proj.bias), (k, v)
+
+
+def cross_attention(block, x: torch.Tensor, text: TextContext, ca_bf16: bool = False) -> torch.Tensor:
+    """``ca(ca_norm(x), text)``: ``x`` ``(R, L, C)`` -> ``(R, L, C)``. Text K/V of the block are cached in ``text``."""
+    ca = block.ca
+    key = id(block)
+    if key not in text.kv:
+        text.kv[key] = _text_kv(ca, text.feats)
+    k, v = text.kv[key]
+    norm = block.ca_norm
+    xn = F.layer_norm(x.float(), (x.shape[-1],), norm.weight.float(), norm.bias.float(), norm.eps)
+    r, L, C = x.shape
+    q = _linear(xn, ca.mat_q.weight, ca.mat_q.bias).view(r, L, ca.num_heads, ca.head_dim).transpose(1, 2)
+    out = _attend_text(q, k, v, text.mask, 1.0 / math.sqrt(ca.head_dim), ca_bf16)
+    out = out.transpose(1, 2).reshape(r, L, C)
+    return _linear(out, ca.proj.weight, ca.proj.bias)
+
+
+def ffn(f, h: torch.Tensor) -> torch.Tensor:
+    """``fc2(gelu_tanh(fc1(h)))`` in the weights' dtype."""
+    return _linear(F.gelu(_linear(h, f.fc1.weight, f.fc1.bias), approximate="tanh"), f.fc2.weight, f.fc2.bias)
+
+
+def block_forward(block, x, gss, text: TextContext, rope_cs, cache=None, attn_mask=None, ca_bf16: bool = False):
+    """One ``CrossAttnBlock``: ``x`` ``(R, L, C)``, ``gss`` the shared AdaLN output ``(R, 1, 6, C)`` fp32.
+    Returns ``(x_out (R, L, C), (k, v))`` with the self-attention K/V extended as in :func:`self_attention`."""
+    eps = getattr(block, "norm_eps", 1e-6)
+    g1, g2, s1, s2, sh1, sh2 = (block.ada_gss.float() + gss).unbind(2)
+    sa_out, kv = self_attention(block.sa, ada_layer_norm(x, s1, sh1, eps), rope_cs, cache, attn_mask)
+    x = x + sa_out.mul_(g1)  # in place, as upstream: the product keeps sa_out's dtype
+    ca_gamma = getattr(block, "ca_gamma", 1.0)
+    x = x + cross_attention(block, x, text, ca_bf16).float().mul_(ca_gamma)
+    x = x + ffn(block.ffn, ada_layer_norm(x, s2, sh2, eps)).mul(g2)
+    return x, kv
+
+
+def head_logits(model, x: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
+    """``head(head_nm(x, cond_BD))`` in fp32 (upstream ``get_logits``): ``(R, L, C)`` -> ``(R, L, V)``."""
+    nm = model.head_nm
+    lin = nm.ada_lin[-1]
+    C = x.shape[-1]
+    ss = F.linear(F.silu(cond_BD.float()), lin.weight.float(), lin.bias.float()).view(-1, 1, 2, C)
+    scale, shift = ss.unbind(2)
+    eps = getattr(nm, "norm_eps", 1e-6)
+    h = ada_layer_norm(x, scale, shift, eps)
+    return F.linear(h, model.head.weight.float(), model.head.bias.float())

@@ -1,0 +1,260 @@
+"""``InfinitySession``: one Infinity generation stepped scale by scale (the ``GenerationSession`` protocol).
+
+Works on our :class:`~stagevar.models.infinity.transformer.Infinity` and on objects of the official ``Infinity`` class
+(recognised by their attribute names: ``text_norm``, ``text_proj_for_sos``, ``text_proj_for_ca``, ``pos_start``,
+``shared_ada_lin``, ``lvl_embed``, ``word_embed``, ``block_chunks[i].module[j]``, ``head_nm``, ``head``,
+``cfg_uncond``), with our VAE or the official one (``vae.embed_dim``, ``vae.decode``). All per-generation state (the
+self-attention KV cache of every block, the text K/V, the accumulated codes, the generators) lives here.
+
+The plain loop (equal to upstream ``autoregressive_infer_cfg`` with ``cfg_insertion_layer=0``)::
+
+    s = new_session(model, vae, schedule, text, cfg_list=3.0, tau_list=0.5, seeds=0)
+    for si in range(len(s.scales)):
+        x = s.scale_input(si)
+        for unit in s.units("chunk"):
+            for block in unit:
+                x = s.run_block(block, x, si)
+        s.finish_scale(si, x)
+    images = s.decode()            # float RGB (B, 3, H, W) in [0, 1]
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ..session import GUIDANCES, UNIT_KINDS, rows_for
+from . import bitwise, rope
+from .blocks import TextContext, attention_pool, block_forward, head_logits, pad_rows
+from .schedules import normalize_schedule, rope_grid, scale_starts
+from .text import TextFeatures, cfg_rows
+
+
+def _as_list(v, n: int, name: str) -> list[float]:
+    if isinstance(v, (int, float)):
+        return [float(v)] * n
+    v = [float(x) for x in v]
+    if len(v) < n:
+        raise ValueError(f"{name}: expected at least {n} values (one per scale), got {len(v)}")
+    return v
+
+
+def _generators(seeds, batch: int, device):
+    """None -> None (torch's default generator); int -> one generator; list of B ints -> B generators."""
+    if seeds is None:
+        return None
+    if isinstance(seeds, int):
+        return torch.Generator(device=device).manual_seed(int(seeds))
+    seeds = list(seeds)
+    if len(seeds) != batch:
+        raise ValueError(f"seeds: expected {batch} per-item seeds, got {len(seeds)}")
+    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+
+def model_blocks(model) -> list[list]:
+    """The block chunks of ``model`` as lists of blocks (official: ``block_chunks[i].module``; ``blocks`` fallback)."""
+    if hasattr(model, "block_chunks"):
+        return [list(chunk.module) for chunk in model.block_chunks]
+    return [list(model.blocks)]
+
+
+class InfinitySession:
+    """One generation of ``batch`` images. Build it with :func:`new_session`.
+
+    Attributes: ``scales`` ``[(h, w)]``; ``batch``; ``guidance`` (``"cfg"``: 2B rows, prompt rows first; ``"cond"`` or
+    ``"null"``: B rows); ``width`` (C); ``rows`` (current row count); ``record`` (per-scale ``records`` list of dicts
+    with ``logits`` (B, L, V) after the CFG mix and tau, before top-k/top-p, ``head_logits`` (R, L, V) raw head
+    outputs of the rows run, ``bits`` int64 (B, L, d), ``input`` the scale's code input (B, L, d) or None at si=0).
+    """
+
+    def __init__(self, model, vae, scale_schedule, text, *, batch=None, negative_text=None, seeds=None,
+                 cfg_list=3.0, tau_list=1.0, top_k=900, top_p=0.97, record=False, amp_dtype="auto", ca_bf16=False):
+        self.model, self.vae = model, vae
+        self.scales = normalize_schedule(scale_schedule)
+        n = len(self.scales)
+        if n > model.lvl_embed.weight.shape[0]:
+            raise ValueError(f"scale_schedule: {n} scales but lvl_embed has {model.lvl_embed.weight.shape[0]} rows")
+        self.grid = rope_grid(self.scales)
+        self.starts = scale_starts(self.scales)
+        self.patchify = bool(getattr(model, "apply_spatial_patchify", False))
+        self.vae_scales = [(2 * h, 2 * w) if self.patchify else (h, w) for h, w in self.scales]
+        self.codebook_dim = int(vae.embed_dim)
+        text = TextFeatures.from_any(text)
+        self.batch = text.batch if batch is None else int(batch)
+        if text.batch != self.batch:
+            raise ValueError(f"text: {text.batch} prompts for batch {self.batch}")
+        negative = None if negative_text is None else TextFeatures.from_any(negative_text)
+        self.cfg_list = _as_list(cfg_list, n, "cfg_list")
+        self.tau_list = _as_list(tau_list, n, "tau_list")
+        self.top_k, self.top_p = int(top_k), float(top_p)
+        self.record, self.records = record, []
+        self.ca_bf16 = ca_bf16
+        self.device = model.pos_start.device
+        self.width = int(model.pos_start.shape[-1])
+        if amp_dtype == "auto":
+            amp_dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        self.amp_dtype = amp_dtype
+        self.generators = _generators(seeds, self.batch, self.device)
+        self.use_cfg = any(c != 1 for c in self.cfg_list)
+        self.guidance = "cfg" if self.use_cfg else "cond"
+        self._chunks = model_blocks(model)
+        self._head_dim = self.width // self._chunks[0][0].sa.num_heads
+        self._rope_tables: dict[int, torch.Tensor] = {}
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.summed: torch.Tensor | None = None
+        with torch.no_grad(), self._amp():
+            self._prepare_text(text, negative)
+
+    # -- setup -------------------------------------------------------------------------------------------------
+    def _amp(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _prepare_text(self, text: TextFeatures, negative: TextFeatures | None):
+        m = self.model
+        rows = cfg_rows(m, TextFeatures(text.feats.to(self.device).float(), text.lens), negative, self.use_cfg)
+        kv = m.text_norm(rows.feats)
+        self.cond_BD = attention_pool(m.text_proj_for_sos.ca, kv, rows.lens, self.ca_bf16)  # (R, D)
+        feats = m.text_proj_for_ca(kv)
+        padded, mask = pad_rows(feats, rows.lens)
+        self.text = TextContext(padded, list(rows.lens), mask, {})
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            self.gss = m.shared_ada_lin(self.cond_BD.float()).float().contiguous()  # (R, 1, 6, C)
+
+    # -- protocol ------------------------------------------------------------------------------------------------
+    @property
+    def rows(self) -> int:
+        return self.batch * (2 if self.guidance == "cfg" else 1)
+
+    def units(self, kind: str) -> list[list]:
+        if kind == "chunk":
+            return [list(c) for c in self._chunks]
+        if kind == "block":
+            return [[b] for c in self._chunks for b in c]
+        raise ValueError(f"kind: expected one of {UNIT_KINDS}, got {kind!r}")
+
+    def rope_table(self, si: int) -> torch.Tensor:
+        """fp32 ``(2, h*w, head_dim/2)`` cos/sin of scale ``si`` (positions in final-grid units)."""
+        if si not in self._rope_tables:
+            h, w = self.scales[si]
+            self._rope_tables[si] = rope.scale_table(h, w, *self.grid, self._head_dim, device=self.device)
+        return self._rope_tables[si]
+
+    @torch.no_grad()
+    def scale_input(self, si: int) -> torch.Tensor:
+        m = self.model
+        with self._amp():
+            if si == 0:
+                R = self.rows
+                x = self.cond_BD.unsqueeze(1).expand(R, 1, -1) + m.pos_start.expand(R, 1, -1)
+            else:
+                if self.summed is None:
+                    raise RuntimeError("scale_input: no codes accumulated yet (finish_scale(0, ...) first)")
+                inp = bitwise.next_input(self.summed, self.vae_scales[si], self.patchify)
+                if self.record:
+                    self._pending_input = inp
+                x = m.word_embed(inp)
+                x = x.repeat(self.rows // self.batch, 1, 1)
+            x += m.lvl_embed.weight[si]  # in place, as upstream's add_lvl_embeding
+        return x
+
+    @torch.no_grad()
+    def run_block(self, block, x: torch.Tensor, si: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+        h, w = self.scales[si]
+        if positions is None and x.shape[1] != h * w:
+            raise ValueError(f"x: {x.shape[1]} tokens at scale {si} ({h}x{w}) need explicit positions")
+        cs = rope.gather_table(self.rope_table(si), positions)
+        key = id(block)
+        with self._amp():
+            x, kv = block_forward(block, x, self.gss, self.text, cs, self.kv.get(key), None, self.ca_bf16)
+        self.kv[key] = kv
+        return x
+
+    def set_guidance(self, guidance: str) -> None:
+        if guidance not in GUIDANCES:
+            raise ValueError(f"guidance: expected one of {GUIDANCES}, got {guidance!r}")
+        rows = rows_for(self.guidance, guidance, self.batch)
+        if rows == slice(None):
+            return
+        self.kv = {k: (a[rows], b[rows]) for k, (a, b) in self.kv.items()}
+        self.text = self.text.select(rows)
+        self.cond_BD = self.cond_BD[rows]
+        self.gss = self.gss[rows]
+        self.guidance = guidance
+
+    @torch.no_grad()
+    def finish_scale(self, si: int, x: torch.Tensor) -> None:
+        B = self.batch
+        h, w = self.scales[si]
+        cfg, tau = self.cfg_list[si], self.tau_list[si]
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            if self.guidance == "cfg" and cfg != 1:
+                raw = head_logits(self.model, x, self.cond_BD)
+                logits = raw.mul(1 / tau)
+                logits = cfg * logits[:B] + (1 - cfg) * logits[B:]
+            else:
+                xr, cond = (x[:B], self.cond_BD[:B]) if self.guidance == "cfg" else (x, self.cond_BD)
+                raw = head_logits(self.model, xr, cond)
+                logits = raw.mul(1 / tau)
+            rec = {"head_logits": raw, "logits": logits.clone()} if self.record else None
+            bits = bitwise.sample_bits(logits, self.top_k, self.top_p, self.generators)
+            codes = bitwise.bits_to_codes(bits, h, w, self.codebook_dim, self.patchify)
+            last = si == len(self.scales) - 1
+            self.summed = bitwise.accumulate(self.summed, codes, self.vae_scales[-1], last)
+        if rec is not None:
+            rec["bits"] = bits
+            rec["input"] = getattr(self, "_pending_input", None) if si > 0 else None
+            rec["si"] = si
+            self.records.append(rec)
+
+    def codes(self) -> torch.Tensor | None:
+        """Accumulated codes fp32 ``(B, dv, 1, H, W)`` at full latent resolution (None before the first scale)."""
+        return self.summed
+
+    @torch.no_grad()
+    def decode(self) -> torch.Tensor:
+        if self.summed is None:
+            raise RuntimeError("decode: no scale finished yet")
+        with self._amp():
+            img = self.vae.decode(self.summed.squeeze(-3))
+        return ((img.float() + 1) / 2).clamp_(0, 1)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float RGB ``(B, 3, H, W)`` in [0, 1] -> uint8 RGB ``(B, H, W, 3)`` (truncation, as upstream's ``to(uint8)``)."""
+    return images.permute(0, 2, 3, 1).mul(255).to(torch.uint8)
+
+
+def new_session(model, vae, scale_schedule, text, *, batch=None, negative_text=None, seeds=None, cfg_list=3.0,
+                tau_list=1.0, top_k=900, top_p=0.97, record=False, amp_dtype="auto", ca_bf16=False) -> InfinitySession:
+    """Start one generation.
+
+    Args:
+        model: our ``Infinity`` or an official ``Infinity`` object; vae: ours or the official ``AutoEncoder``.
+        scale_schedule: ``[(h, w)]`` or upstream ``[(1, h, w)]``; a prefix of a predefined template (see schedules).
+        text: :class:`TextFeatures` or upstream ``(kv_compact, lens, cu_seqlens_k, max_seqlen_k)``; B = its prompts.
+        batch: optional check of B. negative_text: like ``text`` (B prompts or 1, broadcast); None = ``cfg_uncond``.
+        seeds: None (torch's default generator), an int (one generator, upstream's draws for any B) or B ints (one
+            generator per item: item b equals a B=1 run with seed ``seeds[b]``).
+        cfg_list, tau_list: a number or one per scale. CFG rows are used iff some cfg != 1.
+        top_k, top_p: upstream's sampling rule (900 and 0.97 by default).
+        record: keep per-scale logits and bits in ``session.records``.
+        amp_dtype: autocast dtype (``"auto"``: bf16 on CUDA as upstream's scripts, none on CPU).
+        ca_bf16: run fp32 cross-attention in bf16, as upstream's flash_attn call does (for comparisons with upstream).
+    """
+    return InfinitySession(model, vae, scale_schedule, text, batch=batch, negative_text=negative_text, seeds=seeds,
+                           cfg_list=cfg_list, tau_list=tau_list, top_k=top_k, top_p=top_p, record=record,
+                           amp_dtype=amp_dtype, ca_bf16=ca_bf16)
+
+
+def run_plain(session: InfinitySession) -> torch.Tensor:
+    """The plain loop (no acceleration): all scales, all blocks. Returns ``session.decode()``."""
+    for si in range(len(session.scales)):
+        x = session.scale_input(si)
+        for unit in session.units("chunk"):
+            for block in unit:
+                x = session.run_block(block, x, si)
+        session.finish_scale(si, x)
+    return session.decode()

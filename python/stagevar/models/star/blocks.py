@@ -1,0 +1,182 @@
+"""STAR's transformer block (``models/basic_var.py::AttnBlock``): modules with the official names, and the block
+math as functions that read parameters by those names, so they run on our modules and on the official ones.
+
+Block math at inference (``x`` is the fp32 residual stream, ``LN`` the shared affine-free ``ln_wo_grad``):
+
+1. ``x = x + SelfAttn(LN(x))``: qkv with biases ``[q_bias, 0, v_bias]``, RoPE on q and k, l2-normalised q (times
+   ``exp(min(scale_mul_1H11, ln 100))``) and k, softmax scale 1, keys = cached keys of earlier scales + own keys.
+2. ``x = x + CrossAttn(LN(x), text)[0]``: the module output is indexed with ``[0]``, i.e. **batch row 0**, and that
+   ``(L, C)`` result is broadcast onto every row. The checkpoint was trained this way, so we keep it.
+3. ``x = x + fc2(gelu_tanh(fc1(LN(x))))``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rope import apply_rope
+
+MAX_SCALE_MUL = math.log(100.0)
+
+
+class SelfAttention(nn.Module):
+    """Parameters of the self-attention (``Attention(is_cross=False)``); the math lives in :func:`self_attention`."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.num_heads, self.head_dim = heads, width // heads
+        self.mat_qkv = nn.Linear(width, 3 * width, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(width))
+        self.v_bias = nn.Parameter(torch.zeros(width))
+        self.register_buffer("zero_k_bias", torch.zeros(width))
+        self.scale_mul_1H11 = nn.Parameter(torch.full((1, heads, 1, 1), 4.0).log())
+        self.proj = nn.Linear(width, width)
+
+
+class CrossAttention(nn.Module):
+    """Parameters of the cross-attention (``Attention(is_cross=True)``); math in :func:`cross_attention`."""
+
+    def __init__(self, width: int, heads: int, in_dim_cross: int):
+        super().__init__()
+        self.num_heads, self.head_dim = heads, width // heads
+        self.mat_kv = nn.Linear(in_dim_cross, 2 * width, bias=False)
+        self.mat_q = nn.Linear(width, width, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(width))
+        self.v_bias = nn.Parameter(torch.zeros(width))
+        self.register_buffer("zero_k_bias", torch.zeros(width))
+        self.scale_mul_1H11 = nn.Parameter(torch.full((1, heads, 1, 1), 4.0).log())
+        self.proj = nn.Linear(width, width)
+
+
+class FFN(nn.Module):
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class STARBlock(nn.Module):
+    """One ``AttnBlock`` (no AdaLN: STAR uses ``shared_aln=False``). Children in the official order."""
+
+    def __init__(self, width: int, heads: int, in_dim_cross: int, mlp_ratio: float = 4.0, eps: float = 1e-6):
+        super().__init__()
+        self.drop_path = nn.Identity()
+        self.attn = SelfAttention(width, heads)
+        self.cross_attn = CrossAttention(width, heads, in_dim_cross)
+        self.ffn = FFN(width, round(width * mlp_ratio))
+        self.ln_wo_grad = nn.LayerNorm(width, eps=eps, elementwise_affine=False)
+
+
+# ----------------------------------------------------------------------------------------------- functional math
+
+
+def num_heads_of(attn: nn.Module) -> int:
+    """Heads of an attention module, read from ``scale_mul_1H11`` ``(1, H, 1, 1)`` (present in both codebases)."""
+    return attn.scale_mul_1H11.shape[1]
+
+
+def _scale_mul(attn: nn.Module) -> torch.Tensor:
+    return attn.scale_mul_1H11.clamp_max(MAX_SCALE_MUL).exp()
+
+
+def self_attention_qkv(attn: nn.Module, h: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None):
+    """q, k, v of the self-attention on normalised input ``h`` ``(R, L, C)``: each ``(R, H, L, c)``.
+
+    q is RoPE'd, l2-normalised and multiplied by the per-head scale; k is RoPE'd and l2-normalised (what upstream
+    caches); v is raw. All three have v's dtype (the autocast dtype under autocast).
+    """
+    R, L, C = h.shape
+    H = num_heads_of(attn)
+    bias = torch.cat((attn.q_bias, attn.zero_k_bias, attn.v_bias))
+    qkv = F.linear(h, attn.mat_qkv.weight, bias).view(R, L, 3, H, C // H)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    if cos is not None:
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    q = F.normalize(q, dim=-1).mul(_scale_mul(attn)).to(v.dtype)
+    k = F.normalize(k, dim=-1).to(v.dtype)
+    return q, k, v
+
+
+def attend(attn: nn.Module, q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """SDPA with softmax scale 1 (q is pre-scaled), then ``proj``: ``(R, Lq, C)``."""
+    R, H, L, c = q.shape
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(q.dtype)
+    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    return attn.proj(o.transpose(1, 2).reshape(R, L, H * c))
+
+
+def text_bias(mask01: torch.Tensor) -> torch.Tensor:
+    """Text mask ``(R, 77)`` of 0/1 to the additive ``(R, 1, 1, 77)`` float32 bias (0 keep, -inf pad), as upstream."""
+    zero = torch.zeros((), dtype=torch.float32, device=mask01.device)
+    ninf = torch.full((), -math.inf, dtype=torch.float32, device=mask01.device)
+    return torch.where(mask01 == 1, zero, ninf)[:, None, None, :]
+
+
+def cross_text_kv(cross: nn.Module, text: torch.Tensor):
+    """k (l2-normalised) and v of the cross-attention for text ``(R, T, D)``: each ``(R, H, T, c)``."""
+    R, T, _ = text.shape
+    H = num_heads_of(cross)
+    C = cross.mat_q.weight.shape[0]
+    kv = F.linear(text, cross.mat_kv.weight, torch.cat((cross.zero_k_bias, cross.v_bias)))
+    k, v = kv.view(R, T, 2, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)
+    return F.normalize(k, dim=-1).to(v.dtype), v
+
+
+def cross_attention(cross: nn.Module, h: torch.Tensor, text_k, text_v, bias: torch.Tensor) -> torch.Tensor:
+    """Cross-attention output ``(R', L, C)`` for queries ``h`` ``(R', L, C)`` and text k/v ``(R', H, T, c)``."""
+    R, L, C = h.shape
+    H = num_heads_of(cross)
+    q = F.linear(h, cross.mat_q.weight, cross.q_bias).view(R, L, H, C // H).transpose(1, 2)
+    q = F.normalize(q, dim=-1).mul(_scale_mul(cross)).to(text_v.dtype)
+    return attend(cross, q, text_k, text_v, bias)
+
+
+def ffn_forward(ffn: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    return ffn.fc2(F.gelu(ffn.fc1(h), approximate="tanh"))
+
+
+def block_forward(
+    block: nn.Module,
+    x: torch.Tensor,
+    cos: torch.Tensor | None,
+    sin: torch.Tensor | None,
+    *,
+    kv_append=None,
+    self_mask: torch.Tensor | None = None,
+    text_row0=None,
+    text=None,
+) -> torch.Tensor:
+    """One STAR block on ``x`` ``(R, L, C)``; returns the new residual stream ``(R, L, C)``.
+
+    Args:
+        cos, sin: RoPE tables ``(L, c/2)`` or ``(R, L, c/2)`` float32, or None (no rotation).
+        kv_append: ``f(k, v) -> (k_all, v_all)`` that stores this call's keys/values and returns every key/value to
+            attend to (KV-cached generation). None: attend to this call's own keys only (teacher forcing).
+        self_mask: additive or boolean mask for the self-attention (teacher forcing: block-causal), or None.
+        text_row0: ``(k, v, bias)`` of the text of the **current row 0** (``(1, H, T, c)``, ``(1,1,1,T)``): the
+            cross-attention is computed for row 0 only and broadcast, which equals upstream's ``[0]``.
+        text: ``(hidden (R, T, D), bias (R, 1, 1, T))``: compute the cross-attention for every row, then take row 0,
+            exactly as upstream does (the test oracle). Exactly one of ``text_row0``/``text`` may be given.
+    """
+    ln = block.ln_wo_grad
+    q, k, v = self_attention_qkv(block.attn, ln(x), cos, sin)
+    if kv_append is not None:
+        k, v = kv_append(k, v)
+    x = x + attend(block.attn, q, k, v, self_mask)
+    if text_row0 is not None:
+        tk, tv, tb = text_row0
+        x = x + cross_attention(block.cross_attn, ln(x[:1]), tk, tv, tb)[0]
+    elif text is not None:
+        hidden, bias = text
+        tk, tv = cross_text_kv(block.cross_attn, hidden)
+        x = x + cross_attention(block.cross_attn, ln(x), tk, tv, bias)[0]
+    return x + ffn_forward(block.ffn, ln(x))

@@ -1,0 +1,177 @@
+"""The STAR transformer (``models/var_drop.py::VAR`` built as in ``sample.py``: ``enable_adaptive_norm=False``).
+
+Parameter names and shapes are the official ones, so the ``["trainer"]["var_wo_ddp"]`` state dict of the
+non-sampler checkpoint loads with ``strict=True``. ``class_emb`` is unused and kept only for that. Generation goes
+through :mod:`stagevar.models.star.session`; :func:`teacher_forced_logits` is the full-sequence oracle.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .blocks import STARBlock, block_forward, text_bias
+from .config import STARConfig, get_preset
+from .rope import rope_tables
+
+
+class STAR(nn.Module):
+    """STAR text-to-image transformer.
+
+    Attributes (official names): ``word_embed`` Linear(Cvae, C), ``class_emb`` Embedding(1001, C) (unused),
+    ``pos_start`` (1, 1, C), ``lvl_embed`` Embedding(S, C), ``blocks`` (depth x :class:`STARBlock`),
+    ``head_logits`` Linear(C, V), ``encoder_proj`` Linear(1024, C), ``logit_norm`` LayerNorm(C, no affine).
+    ``vae_proxy``: a 1-tuple holding the VQ-VAE (not a submodule, as upstream), used by
+    :meth:`autoregressive_infer_cfg`.
+    """
+
+    def __init__(self, config: STARConfig | None = None, vae: nn.Module | None = None):
+        super().__init__()
+        cfg = config or STARConfig()
+        self.config = cfg
+        C = cfg.width
+        self.C = self.D = C
+        self.Cvae, self.V = cfg.cvae, cfg.vocab_size
+        self.depth, self.num_heads = cfg.depth, cfg.heads
+        self.patch_nums = tuple(cfg.patch_nums)
+        self.L = sum(pn * pn for pn in self.patch_nums)
+        self.first_l = self.patch_nums[0] ** 2
+        self.rope_theta, self.rope_norm = cfg.rope_theta, cfg.rope_norm
+        self.num_classes = cfg.num_classes
+        std = math.sqrt(1 / C / 3)
+
+        self.word_embed = nn.Linear(cfg.cvae, C)
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, C)
+        self.pos_start = nn.Parameter(torch.empty(1, self.first_l, C))
+        self.lvl_embed = nn.Embedding(len(self.patch_nums), C)
+        self.blocks = nn.ModuleList(
+            STARBlock(C, cfg.heads, cfg.in_dim_cross, cfg.mlp_ratio, cfg.norm_eps) for _ in range(cfg.depth)
+        )
+        self.head_logits = nn.Linear(C, cfg.vocab_size)
+        self.encoder_proj = nn.Linear(cfg.in_dim_cross, C)
+        self.logit_norm = nn.LayerNorm(C, eps=cfg.norm_eps, elementwise_affine=False)
+        if not self.pos_start.is_meta:
+            self.init_weights(std)
+        self.vae_proxy = (vae,) if vae is not None else ()
+
+    @classmethod
+    def from_config(cls, name: str = "star-d30-1024", vae: nn.Module | None = None, **overrides) -> STAR:
+        """Build from a preset name of :data:`stagevar.models.star.config.PRESETS` (weights random)."""
+        return cls(get_preset(name, **overrides).star, vae=vae)
+
+    @torch.no_grad()
+    def init_weights(self, std: float | None = None) -> None:
+        """Random init in the spirit of upstream ``init_weights`` (trunc-normal, zero biases, scaled out-projections).
+
+        Only for tests and benchmarks: real use loads a checkpoint.
+        """
+        std = std if std is not None else math.sqrt(1 / self.C / 3)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.trunc_normal_(m.weight, std=std)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    m.bias.zero_()
+        nn.init.trunc_normal_(self.pos_start, std=std)
+        self.head_logits.weight.mul_(0.02)
+        for b in self.blocks:
+            b.attn.proj.weight.div_(math.sqrt(2 * self.depth))
+            b.cross_attn.proj.weight.div_(math.sqrt(2 * self.depth))
+            b.ffn.fc2.weight.div_(math.sqrt(2 * self.depth))
+
+    def attach_vae(self, vae: nn.Module) -> STAR:
+        self.vae_proxy = (vae,)
+        return self
+
+    # ------------------------------------------------------------------ generation entry points
+    def new_session(self, vae=None, text=None, **kwargs):
+        """A :class:`~stagevar.models.star.session.STARSession` (see :func:`~.session.new_session`)."""
+        from .session import new_session
+
+        return new_session(self, vae, text, **kwargs)
+
+    @torch.no_grad()
+    def autoregressive_infer_cfg(
+        self,
+        B: int,
+        label_B=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        encoder_pool_feat=None,
+        g_seed: int | None = None,
+        cfg: float = 1.5,
+        top_k: int = 0,
+        top_p: float = 0.0,
+        more_smooth: bool = False,
+        w_mask: bool = False,
+        sample_version: str = "new",
+    ) -> torch.Tensor:
+        """Official signature and result: images ``(B, 3, H, W)`` float in ``[0, 1]``.
+
+        ``label_B`` is ignored (as upstream). ``w_mask`` has no effect: this model has no sampler head.
+        ``more_smooth`` (Gumbel visualisation mode) and ``sample_version='old'`` are not supported.
+        """
+        from .session import generate
+
+        if more_smooth:
+            raise NotImplementedError("STAR: more_smooth (Gumbel-softmax visualisation) is not supported")
+        if sample_version == "old":
+            raise NotImplementedError("STAR: sample_version='old' is not supported")
+        if not self.vae_proxy:
+            raise ValueError("STAR.autoregressive_infer_cfg needs a VQ-VAE: call model.attach_vae(vae) first")
+        text = (encoder_hidden_states, encoder_attention_mask, encoder_pool_feat)
+        return generate(self, self.vae_proxy[0], text, batch=B, seeds=g_seed, cfg=cfg, top_k=top_k, top_p=top_p)
+
+
+# ------------------------------------------------------------------------------------------- teacher forcing
+
+
+def model_geometry(model: nn.Module) -> dict:
+    """Width, heads, head_dim, patch_nums and RoPE parameters of our STAR or of an official ``VAR`` object."""
+    C = model.word_embed.out_features
+    H = model.blocks[0].attn.scale_mul_1H11.shape[1]
+    theta = getattr(model, "rope_theta", None)
+    norm = getattr(model, "rope_norm", None)
+    cis = getattr(model, "compute_cis", None)  # upstream: functools.partial(compute_axial_cis, theta=, normalize=)
+    if cis is not None and hasattr(cis, "keywords"):
+        theta = cis.keywords.get("theta", theta)
+        norm = cis.keywords.get("normalize", norm)
+    if theta is None or norm is None:
+        raise ValueError("STAR: cannot find the RoPE parameters (rope_theta/rope_norm or compute_cis) on the model")
+    return dict(width=C, heads=H, head_dim=C // H, patch_nums=tuple(model.patch_nums), theta=theta, norm=norm)
+
+
+def level_ids(patch_nums, device=None) -> torch.Tensor:
+    """Scale index of every token: int64 ``(L,)``."""
+    return torch.cat([torch.full((pn * pn,), i, dtype=torch.long) for i, pn in enumerate(patch_nums)]).to(device)
+
+
+def block_causal_mask(patch_nums, device=None) -> torch.Tensor:
+    """Additive float32 ``(1, 1, L, L)``: token i sees token j iff scale(j) <= scale(i)."""
+    d = level_ids(patch_nums, device)
+    return torch.where(d[None, :] <= d[:, None], 0.0, -math.inf).to(torch.float32)[None, None]
+
+
+@torch.no_grad()
+def teacher_forced_logits(model: nn.Module, x_next: torch.Tensor, hidden, mask01, pool) -> torch.Tensor:
+    """Full-sequence forward with the block-causal mask (upstream ``VAR.forward`` without token dropping).
+
+    Args:
+        x_next: the inputs of scales 1..S-1 (area-downsampled ``f_hat``), float ``(R, L - 1, Cvae)``.
+        hidden, mask01, pool: text ``(R, T, D)``, ``(R, T)`` 0/1, ``(R, D)`` for the same R rows.
+    Returns:
+        float32 logits ``(R, L, V)``. Cross-attention uses row 0 for every row (the upstream ``[0]``).
+    """
+    g = model_geometry(model)
+    pn = g["patch_nums"]
+    dev = model.word_embed.weight.device
+    sos = model.encoder_proj(pool)[:, None] + model.pos_start
+    x = torch.cat([sos, model.word_embed(x_next.float())], dim=1)
+    x = x + model.lvl_embed(level_ids(pn, dev))[None]
+    cos, sin = rope_tables(g["head_dim"], pn, g["theta"], g["norm"], dev)
+    m = block_causal_mask(pn, dev)
+    bias = text_bias(mask01)
+    for b in model.blocks:
+        x = block_forward(b, x, cos, sin, self_mask=m, text=(hidden, bias))
+    return model.head_logits(model.logit_norm(x.float())).float()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set-up on a machine with Python >= 3.10 and pip: torch (kept if present, else the CPU build 2.13.0), Triton 3.6
+# (what the GPU machines have; 3.9 removed block pointers), and this project with its extension.
+#   bash scripts/install.sh          # runtime
+#   bash scripts/install.sh --dev    # plus the test and benchmark tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+PIP="$PY -m pip install --quiet --disable-pip-version-check"
+
+if ! "$PY" -c "import torch" 2>/dev/null; then
+    $PIP "torch==2.13.0"   # a bare `torch` would pull several GB of CUDA packages
+fi
+$PIP "triton==3.6.*" numpy pillow tqdm setuptools wheel ninja
+if [ "${1:-}" = "--dev" ]; then
+    $PIP pytest pytest-benchmark ruff "transformers>=4.44" sentencepiece einops
+fi
+# torch is not a build requirement (an isolated build would fetch CUDA torch): build against the installed one.
+MAX_JOBS=${MAX_JOBS:-2} $PIP --no-build-isolation -e .
+"$PY" -c "import stagevar, stagevar_kernels; print('stagevar', stagevar.__version__, '| extension:', stagevar_kernels.HAS_EXT, '| backends on cpu:', stagevar_kernels.available_backends('cpu'))"

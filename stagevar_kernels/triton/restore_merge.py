@@ -1,0 +1,317 @@
+"""Triton kernels of ``restore_merge``: representative rows merged with the on-the-fly upsampled cache.
+
+Design (two tiny launches plus one main kernel, no host synchronisation):
+
+1. ``inv = full((B, h*w), -1, int32)`` and ``_inverse_map_kernel`` (grid ``(cdiv(r, BLOCK), B)``) writes
+   ``inv[b, idx[b, j]] = j`` for every in-range index. Out-of-range indices are masked out of the store, so they
+   never touch memory. Duplicate indices race on a whole 32-bit word, so exactly one ``j`` wins, and every D-tile of
+   the main kernel then reads the same winner: the output row is one of its candidate rows, never a mix.
+   Why an inverse map and not a scatter of ``y`` after a dense pass: each output byte is then written exactly once
+   (a dense interpolation followed by a scatter writes the selected rows twice and reads ``y`` in a second pass);
+   the map costs ``4 * h * w`` bytes per batch item (16 kB at 64x64), against ``2 * h * w * D`` (16 MB in bf16 at
+   D=2048) for the output itself.
+2. ``_restore_merge_kernel``, grid ``(cdiv(h*w, BLOCK_P), cdiv(D, BLOCK_D), B)``: each program owns
+   ``out[b, p0:p0+BLOCK_P, d0:d0+BLOCK_D]``. For every row it reads ``inv``; selected rows load ``y[b, inv[p]]``,
+   the others gather the taps of ``F.interpolate(mode, align_corners=False)`` from ``cache`` (masked loads, so a
+   selected row reads no cache bytes and an interpolated one no ``y`` bytes), weight them in fp32, and the program
+   stores the tile once in ``y.dtype``.
+
+Index/weight formulas (PyTorch's ``UpSample.h`` and ``AdaptiveAveragePooling``), per axis with ``in``/``out`` sizes:
+
+- nearest: ``src = min(floor(dst * scale), in - 1)``, ``scale = float32(in) / float32(out)``.
+- bilinear: ``real = max(scale * (dst + 0.5) - 0.5, 0)``, ``i0 = min(floor(real), in - 1)``,
+  ``i1 = i0 + (i0 < in - 1)``, ``l1 = clamp(real - i0, 0, 1)``, ``l0 = 1 - l1``; ``in == out`` copies.
+- bicubic: ``real = scale * (dst + 0.5) - 0.5`` (no clamp), ``i = floor(real)``, ``t = real - i``, taps
+  ``i - 1 .. i + 2`` clamped to ``[0, in - 1]``, Keys' cubic with ``A = -0.75``; rows interpolated first along w.
+- area (adaptive average pooling, up- and downsampling): ``start = floor(o * in / out)``,
+  ``end = ceil((o + 1) * in / out)`` in integer math, mean over the window.
+
+``scale`` is computed on the host as an IEEE float32 division (``numpy.float32``) because Triton's fp32 ``/``
+compiles to the approximate ``div.full.f32`` on NVIDIA GPUs, and a one-ulp error in the scale can move a
+``floor`` (nearest mode) by a whole row.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+# Decided once at import, like Triton's own interpreter switch (see project_and_sample.py).
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+_MODES = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3}
+
+
+@triton.jit
+def _inverse_map_kernel(idx_ptr, inv_ptr, R, HW, stride_ib, stride_ij, BLOCK: tl.constexpr):
+    """inv[b, idx[b, j]] = j for in-range idx (int32 map pre-filled with -1)."""
+    pid_j = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    offs_j = pid_j * BLOCK + tl.arange(0, BLOCK)
+    mask_j = offs_j < R
+    pos = tl.load(idx_ptr + pid_b * stride_ib + offs_j.to(tl.int64) * stride_ij, mask=mask_j, other=-1)
+    valid = mask_j & (pos >= 0) & (pos < HW)
+    pos = tl.where(valid, pos, 0)
+    tl.store(inv_ptr + pid_b * HW + pos, offs_j, mask=valid)
+
+
+@triton.jit
+def _tap(cache_base, row, col, W0, stride_cm, col_off, mask):
+    """fp32 [BLOCK_P, BLOCK_D] gather of cache rows ``row * W0 + col`` (row/col: [BLOCK_P] int32)."""
+    src = (row * W0 + col).to(tl.int64)
+    return tl.load(cache_base + src[:, None] * stride_cm + col_off, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _cubic_weights(t):
+    """Keys' cubic convolution weights (A = -0.75) of taps -1, 0, 1, 2 at fraction t (PyTorch's order of ops)."""
+    A: tl.constexpr = -0.75
+    x0 = t + 1.0
+    c0 = ((A * x0 - 5.0 * A) * x0 + 8.0 * A) * x0 - 4.0 * A
+    c1 = ((A + 2.0) * t - (A + 3.0)) * t * t + 1.0
+    x2 = 1.0 - t
+    c2 = ((A + 2.0) * x2 - (A + 3.0)) * x2 * x2 + 1.0
+    x3 = x2 + 1.0
+    c3 = ((A * x3 - 5.0 * A) * x3 + 8.0 * A) * x3 - 4.0 * A
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def _cubic_row(cache_base, row, ix, W0, stride_cm, col_off, mask, wx0, wx1, wx2, wx3):
+    """Cubic interpolation along w of one source row: taps ix-1..ix+2 clamped to [0, W0-1]."""
+    hi = W0 - 1
+    v0 = _tap(cache_base, row, tl.minimum(tl.maximum(ix - 1, 0), hi), W0, stride_cm, col_off, mask)
+    v1 = _tap(cache_base, row, tl.minimum(tl.maximum(ix, 0), hi), W0, stride_cm, col_off, mask)
+    v2 = _tap(cache_base, row, tl.minimum(tl.maximum(ix + 1, 0), hi), W0, stride_cm, col_off, mask)
+    v3 = _tap(cache_base, row, tl.minimum(tl.maximum(ix + 2, 0), hi), W0, stride_cm, col_off, mask)
+    return v0 * wx0[:, None] + v1 * wx1[:, None] + v2 * wx2[:, None] + v3 * wx3[:, None]
+
+
+@triton.jit
+def _restore_merge_kernel(
+    y_ptr,
+    inv_ptr,
+    cache_ptr,
+    out_ptr,
+    HW,
+    D,
+    H0,
+    W0,
+    H,
+    W,
+    scale_h,
+    scale_w,
+    win_h,
+    win_w,
+    stride_yb,
+    stride_yr,
+    stride_yd,
+    stride_cb,
+    stride_cm,
+    stride_cd,
+    MODE: tl.constexpr,
+    SAME_H: tl.constexpr,
+    SAME_W: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """out[b, p] = y[b, inv[b, p]] if inv[b, p] >= 0 else interpolate(cache[b])[p], for one (P, D, batch) tile."""
+    pid_p = tl.program_id(0)
+    pid_d = tl.program_id(1).to(tl.int64)
+    pid_b = tl.program_id(2).to(tl.int64)
+
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    mask_p = offs_p < HW
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+
+    src_j = tl.load(inv_ptr + pid_b * HW + offs_p, mask=mask_p, other=-1)
+    sel = src_j >= 0
+    mask_sel = (mask_p & sel)[:, None] & mask_d[None, :]
+    mask_up = (mask_p & (src_j < 0))[:, None] & mask_d[None, :]
+
+    y_vals = tl.load(
+        y_ptr
+        + pid_b * stride_yb
+        + tl.where(sel, src_j, 0).to(tl.int64)[:, None] * stride_yr
+        + offs_d[None, :] * stride_yd,
+        mask=mask_sel,
+        other=0.0,
+    )
+
+    oh = offs_p // W
+    ow = offs_p % W
+    cache_base = cache_ptr + pid_b * stride_cb
+    col_off = offs_d[None, :] * stride_cd
+    sh = (tl.zeros([], dtype=tl.float32) + scale_h).to(tl.float32)  # fp64 scalars (Inductor) -> fp32
+    sw = (tl.zeros([], dtype=tl.float32) + scale_w).to(tl.float32)
+
+    if MODE == 0:  # nearest
+        ih = tl.minimum(tl.floor(oh.to(tl.float32) * sh).to(tl.int32), H0 - 1)
+        iw = tl.minimum(tl.floor(ow.to(tl.float32) * sw).to(tl.int32), W0 - 1)
+        up = _tap(cache_base, ih, iw, W0, stride_cm, col_off, mask_up)
+    elif MODE == 1:  # bilinear
+        rh = tl.maximum(sh * (oh.to(tl.float32) + 0.5) - 0.5, 0.0)
+        rw = tl.maximum(sw * (ow.to(tl.float32) + 0.5) - 0.5, 0.0)
+        h0 = tl.minimum(tl.floor(rh).to(tl.int32), H0 - 1)
+        w0 = tl.minimum(tl.floor(rw).to(tl.int32), W0 - 1)
+        lh1 = tl.minimum(tl.maximum(rh - h0.to(tl.float32), 0.0), 1.0)
+        lw1 = tl.minimum(tl.maximum(rw - w0.to(tl.float32), 0.0), 1.0)
+        h1 = tl.where(h0 < H0 - 1, h0 + 1, h0)
+        w1 = tl.where(w0 < W0 - 1, w0 + 1, w0)
+        # in == out copies: PyTorch special-cases it (weight exactly 1, no neighbour read), so a non-finite
+        # neighbour cannot leak in through a 0 weight.
+        if SAME_H:
+            lh1 = tl.zeros_like(lh1)
+            h1 = h0
+        if SAME_W:
+            lw1 = tl.zeros_like(lw1)
+            w1 = w0
+        lh0 = 1.0 - lh1
+        lw0 = 1.0 - lw1
+        v00 = _tap(cache_base, h0, w0, W0, stride_cm, col_off, mask_up)
+        v01 = _tap(cache_base, h0, w1, W0, stride_cm, col_off, mask_up)
+        v10 = _tap(cache_base, h1, w0, W0, stride_cm, col_off, mask_up)
+        v11 = _tap(cache_base, h1, w1, W0, stride_cm, col_off, mask_up)
+        up = lh0[:, None] * (lw0[:, None] * v00 + lw1[:, None] * v01) + lh1[:, None] * (
+            lw0[:, None] * v10 + lw1[:, None] * v11
+        )
+    elif MODE == 2:  # bicubic
+        rh = sh * (oh.to(tl.float32) + 0.5) - 0.5
+        rw = sw * (ow.to(tl.float32) + 0.5) - 0.5
+        fh = tl.floor(rh)
+        fw = tl.floor(rw)
+        ih = fh.to(tl.int32)
+        iw = fw.to(tl.int32)
+        wy0, wy1, wy2, wy3 = _cubic_weights(rh - fh)
+        wx0, wx1, wx2, wx3 = _cubic_weights(rw - fw)
+        hi = H0 - 1
+        r0 = _cubic_row(cache_base, tl.minimum(tl.maximum(ih - 1, 0), hi), iw, W0, stride_cm, col_off, mask_up,
+                        wx0, wx1, wx2, wx3)  # fmt: skip
+        r1 = _cubic_row(cache_base, tl.minimum(tl.maximum(ih, 0), hi), iw, W0, stride_cm, col_off, mask_up,
+                        wx0, wx1, wx2, wx3)  # fmt: skip
+        r2 = _cubic_row(cache_base, tl.minimum(tl.maximum(ih + 1, 0), hi), iw, W0, stride_cm, col_off, mask_up,
+                        wx0, wx1, wx2, wx3)  # fmt: skip
+        r3 = _cubic_row(cache_base, tl.minimum(tl.maximum(ih + 2, 0), hi), iw, W0, stride_cm, col_off, mask_up,
+                        wx0, wx1, wx2, wx3)  # fmt: skip
+        up = r0 * wy0[:, None] + r1 * wy1[:, None] + r2 * wy2[:, None] + r3 * wy3[:, None]
+    else:  # area = adaptive average pooling, integer window bounds
+        hs = (oh * H0) // H
+        he = ((oh + 1) * H0 + H - 1) // H
+        ws = (ow * W0) // W
+        we = ((ow + 1) * W0 + W - 1) // W
+        acc = tl.zeros([BLOCK_P, BLOCK_D], dtype=tl.float32)
+        # win_h/win_w: the largest window, ceil(in / out) + 1. while-loops under the interpreter (numpy >= 2.4
+        # rejects runtime range bounds there); compiled kernels use for-loops.
+        if INTERPRET:
+            kh = 0
+            while kh < win_h:
+                kw = 0
+                while kw < win_w:
+                    m = mask_up & ((hs + kh < he) & (ws + kw < we))[:, None]
+                    acc += _tap(cache_base, hs + kh, ws + kw, W0, stride_cm, col_off, m)
+                    kw += 1
+                kh += 1
+        else:
+            for kh in range(0, win_h):
+                for kw in range(0, win_w):
+                    m = mask_up & ((hs + kh < he) & (ws + kw < we))[:, None]
+                    acc += _tap(cache_base, hs + kh, ws + kw, W0, stride_cm, col_off, m)
+        count = ((he - hs) * (we - ws)).to(tl.float32)
+        up = acc / count[:, None]
+
+    out_dtype = out_ptr.dtype.element_ty
+    vals = tl.where(sel[:, None], y_vals.to(out_dtype), up.to(out_dtype))
+    out_off = (pid_b * HW + offs_p.to(tl.int64))[:, None] * D + offs_d[None, :]
+    tl.store(out_ptr + out_off, vals, mask=mask_p[:, None] & mask_d[None, :])
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _block_sizes(rows: int, channels: int, mode: str) -> tuple[int, int, int]:
+    """(BLOCK_P, BLOCK_D, num_warps)."""
+    block_d = min(128, max(16, _next_pow2(channels)))
+    if _INTERPRET:
+        # ~0.6 ms per program instance in the interpreter: few, large programs.
+        return min(256, max(16, _next_pow2(rows))), block_d, 4
+    # GPU (untuned): 32 rows x 128 channels = 8 kB of bf16 per store; bicubic's 16 live taps stay in registers
+    # at 4 warps. 64x64 output, D=2048: 128 x 16 = 2048 programs per batch item.
+    return 32, block_d, 4
+
+
+def _scale(src: int, dst: int) -> float:
+    """PyTorch's ``(float)in / out`` as an IEEE float32 division (not Triton's approximate fp32 divide)."""
+    return float(np.float32(src) / np.float32(dst))
+
+
+def restore_merge(
+    y: torch.Tensor,
+    idx: torch.Tensor,
+    cache: torch.Tensor,
+    src_hw: tuple[int, int],
+    dst_hw: tuple[int, int],
+    mode: str = "area",
+) -> torch.Tensor:
+    """Triton implementation of ``stagevar_kernels.restore_merge`` (arguments already validated).
+
+    Args:
+        y: ``(B, r, D)`` float32/float16/bfloat16, any strides.
+        idx: int64 ``(B, r)``, any strides; out-of-range entries are ignored, duplicates keep one candidate.
+        cache: ``(B, h0*w0, D)`` same dtype as ``y``, any strides.
+        src_hw: ``(h0, w0)``; dst_hw: ``(h, w)``.
+        mode: ``nearest | bilinear | bicubic | area`` (``align_corners=False``).
+    Returns:
+        ``(B, h*w, D)`` contiguous in ``y.dtype``.
+    """
+    batch, rank, channels = y.shape
+    h0, w0 = src_hw
+    h, w = dst_hw
+    rows = h * w
+    out = torch.empty((batch, rows, channels), dtype=y.dtype, device=y.device)
+    if batch == 0:
+        return out
+    inv = torch.full((batch, rows), -1, dtype=torch.int32, device=y.device)
+    if rank > 0:
+        block_j = min(1024, _next_pow2(rank))
+        _inverse_map_kernel[(triton.cdiv(rank, block_j), batch)](
+            idx, inv, rank, rows, idx.stride(0), idx.stride(1), BLOCK=block_j
+        )
+    block_p, block_d, num_warps = _block_sizes(rows, channels, mode)
+    grid = (triton.cdiv(rows, block_p), triton.cdiv(channels, block_d), batch)
+    _restore_merge_kernel[grid](
+        y,
+        inv,
+        cache,
+        out,
+        rows,
+        channels,
+        h0,
+        w0,
+        h,
+        w,
+        _scale(h0, h),
+        _scale(w0, w),
+        -(-h0 // h) + 1,
+        -(-w0 // w) + 1,
+        y.stride(0),
+        y.stride(1),
+        y.stride(2),
+        cache.stride(0),
+        cache.stride(1),
+        cache.stride(2),
+        MODE=_MODES[mode],
+        SAME_H=h0 == h,
+        SAME_W=w0 == w,
+        BLOCK_P=block_p,
+        BLOCK_D=block_d,
+        INTERPRET=_INTERPRET,
+        num_warps=num_warps,
+    )
+    return out

@@ -1,0 +1,19 @@
+"""Shared test set-up.
+
+Without CUDA, Triton kernels run on CPU through the interpreter: TRITON_INTERPRET must be set before any
+kernel module is imported, so it is set here, before the tests import anything of the project.
+"""
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    torch.manual_seed(0)
+    yield

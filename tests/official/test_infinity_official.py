@@ -1,0 +1,209 @@
+"""Our Infinity against the official code (FoundationVision/Infinity), on CPU in fp32 with tiny random weights.
+
+Skipped unless ``INFINITY_REPO`` names an official Infinity source tree (the folder holding ``infinity/``), e.g.::
+
+    git -C <mirror of github:FoundationVision/Infinity> archive HEAD infinity tools | tar -x -C /tmp/infinity_src
+    INFINITY_REPO=/tmp/infinity_src python -m pytest tests/official/test_infinity_official.py -q
+
+Stand-ins for flash_attn / timm / pytz / torchvision / imageio come from ``infinity_standins.py``. The official
+cross-attention runs in bf16 (it casts before flash_attn); our side mimics that with ``ca_bf16=True``.
+"""
+
+import os
+import sys
+
+import pytest
+import torch
+
+REPO = os.environ.get("INFINITY_REPO")
+pytestmark = pytest.mark.skipif(not REPO, reason="INFINITY_REPO not set (path of an official Infinity source tree)")
+
+TINY = dict(depth=4, embed_dim=64, num_heads=2, mlp_ratio=4, block_chunks=2)
+
+
+@pytest.fixture(scope="module")
+def official():
+    import infinity_standins
+
+    infinity_standins.install()
+    sys.path.insert(0, REPO)
+    import infinity.models.infinity as inf_mod
+
+    # fused_op.py wraps pure-torch functions in torch.compile(fullgraph=True): use the eager originals (no C++
+    # toolchain needed; the math is the same). Blocks pick the function up from this module at construction.
+    for name in ("fused_ada_layer_norm", "fused_ada_rms_norm"):
+        f = getattr(inf_mod, name)
+        if f is not None:
+            setattr(inf_mod, name, getattr(f, "_torchdynamo_orig_callable", None) or f.__wrapped__)
+    from infinity.models.bsq_vae.vae import vae_model
+
+    return inf_mod, vae_model
+
+
+def _build_official(official, patchify: bool, seed: int):
+    inf_mod, vae_model = official
+    torch.manual_seed(seed)
+    if patchify:
+        vae = vae_model(None, "dynamic", 4, 2**4, patch_size=2, encoder_ch_mult=[1, 2], decoder_ch_mult=[1, 2])
+    else:
+        vae = vae_model(None, "dynamic", 8, 2**8, patch_size=4, encoder_ch_mult=[1, 1, 2], decoder_ch_mult=[1, 1, 2])
+    vae.eval()
+    model = inf_mod.Infinity(
+        vae_local=vae, text_channels=128, text_maxlen=32, shared_aln=True, raw_scale_schedule=None,
+        checkpointing="full-block", customized_flash_attn=False, fused_norm=True, pad_to_multiplier=128,
+        use_flex_attn=False, add_lvl_embeding_only_first_block=1, use_bit_label=1, rope2d_each_sa_layer=1,
+        rope2d_normalized_by_hw=2, pn="0.06M", apply_spatial_patchify=int(patchify), inference_mode=True,
+        train_h_div_w_list=[1.0], **TINY,
+    )
+    model.eval().requires_grad_(False)
+    model.cond_drop_rate = 0.0  # upstream forward drops text at random even in eval
+    model.rng = torch.Generator("cpu")
+    with torch.no_grad():  # random non-zero biases everywhere, so that every parameter matters
+        g = torch.Generator().manual_seed(seed)
+        for name, p in model.named_parameters():
+            if name.endswith(("bias", "v_bias", "q_bias")):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model, vae
+
+
+def _ours(official_model, official_vae, cfg_name, tmp_path):
+    from stagevar.models.infinity import BSQVAE, VAEConfig, build_infinity, load_infinity_weights, load_vae_weights
+
+    path = str(tmp_path / "official_infinity.pth")
+    torch.save(official_model.state_dict(), path)  # a checkpoint saved from the official model
+    model = build_infinity(cfg_name)
+    assert load_infinity_weights(model, path).ok
+    vpath = str(tmp_path / "official_vae.pth")
+    torch.save({"vae": official_vae.state_dict()}, vpath)
+    a = official_vae.args  # the official vae_model() fixes base_ch=128 and num_res_blocks=2
+    vae = BSQVAE(VAEConfig(a.codebook_dim, a.patch_size, tuple(a.decoder_ch_mult), a.base_ch, a.num_res_blocks)).eval()
+    rep = load_vae_weights(vae, vpath)
+    assert rep.ok and any(k.startswith("encoder.") for k in rep.ignored)
+    return model, vae
+
+
+def _text(lens, seed=0):
+    from stagevar.models.infinity import TextFeatures
+
+    g = torch.Generator().manual_seed(seed)
+    return TextFeatures(torch.randn(sum(lens), 128, generator=g), list(lens))
+
+
+def _sched(h_div_w=1.0):
+    from stagevar.models.infinity import get_scale_schedule
+
+    return [(1, h, w) for h, w in get_scale_schedule(h_div_w, "0.06M")]
+
+
+@pytest.mark.parametrize("patchify", [False, True])
+def test_teacher_forced_logits_equal(official, tmp_path, patchify):
+    from stagevar.models.infinity import TextFeatures, teacher_forced_logits
+
+    off, ovae = _build_official(official, patchify, seed=3)
+    ours, _ = _ours(off, ovae, "tiny_8b" if patchify else "tiny", tmp_path)
+    sched = _sched(0.5 if patchify else 1.0)
+    text = TextFeatures.cat([_text([5, 3]), _text([4, 6], seed=1)])  # 4 rows of different lengths
+    L = sum(h * w for _, h, w in sched)
+    x = torch.randn(4, L - 1, ours.d_vae, generator=torch.Generator().manual_seed(2)) * 0.2
+    with torch.no_grad():
+        ref = off(TextFeatures(text.feats.clone(), text.lens).as_upstream(), x.clone(), sched)
+    got = teacher_forced_logits(ours, text, x, sched, ca_bf16=True)
+    got_off = teacher_forced_logits(off, text, x, sched, ca_bf16=True)  # our math on the official object
+    start = 0
+    for _, h, w in sched:
+        sl = slice(start, start + h * w)
+        for g in (got, got_off):
+            rel = ((g[:, sl] - ref[:, sl]).norm() / ref[:, sl].norm()).item()
+            assert rel < 1e-4, rel
+        start += h * w
+
+
+def _official_bits(official, monkeypatch):
+    inf_mod, _ = official
+    bits = []
+    orig = inf_mod.sample_with_top_k_top_p_also_inplace_modifying_logits_
+
+    def spy(*a, **k):
+        out = orig(*a, **k)
+        bits.append(out.clone())
+        return out
+
+    monkeypatch.setattr(inf_mod, "sample_with_top_k_top_p_also_inplace_modifying_logits_", spy)
+    return bits
+
+
+@pytest.mark.parametrize("case", ["b1", "b2_int_seed", "negative", "patchify"])
+def test_generation_reproduces_upstream(official, tmp_path, monkeypatch, case):
+    from stagevar.models.infinity import new_session, run_plain, to_uint8
+
+    patchify = case == "patchify"
+    off, ovae = _build_official(official, patchify, seed=4)
+    ours, vae = _ours(off, ovae, "tiny_8b" if patchify else "tiny", tmp_path)
+    sched = _sched(0.5 if patchify else 1.0)
+    n = len(sched)
+    B = 2 if case == "b2_int_seed" else 1
+    text = _text([5, 3][:B])
+    neg = _text([7], seed=9) if case == "negative" else None
+    bits = _official_bits(official, monkeypatch)
+    with torch.no_grad():
+        _, _, img = off.autoregressive_infer_cfg(
+            vae=ovae, scale_schedule=sched, label_B_or_BLT=text.as_upstream(), B=B,
+            negative_label_B_or_BLT=None if neg is None else neg.as_upstream(), g_seed=7, cfg_list=[3.0] * n,
+            tau_list=[0.5] * n, top_k=900, top_p=0.97, cfg_insertion_layer=[0], vae_type=8, ret_img=True,
+            returns_vemb=1, inference_mode=True,
+        )
+    assert len(bits) == n
+    for model, v in ((off, ovae), (ours, vae)):  # the session on the official objects, and our classes
+        s = new_session(model, v, sched, text, negative_text=neg, seeds=7, cfg_list=3.0, tau_list=0.5,
+                        record=True, ca_bf16=True)
+        out = to_uint8(run_plain(s)).flip(dims=(3,))
+        for si in range(n):
+            assert torch.equal(s.records[si]["bits"].reshape(-1), bits[si].reshape(-1)), si
+        assert torch.equal(out, img)
+
+
+@pytest.mark.parametrize("name", ["infinity_2b", "infinity_8b"])
+def test_vae_decoder_keys_of_real_vaes(official, name):
+    """Our decoder has exactly the decoder keys and shapes of the official d32 (2B) and d56-patchify (8B) VAEs."""
+    from stagevar.models.infinity import BSQVAE, get_config, load_vae_weights
+
+    _, vae_model = official
+    cfg = get_config(name).vae
+    with torch.device("meta"):
+        off = vae_model(None, "dynamic", cfg.codebook_dim, 2**cfg.codebook_dim, patch_size=cfg.patch_size,
+                        encoder_ch_mult=list(cfg.ch_mult), decoder_ch_mult=list(cfg.ch_mult))
+        ours = BSQVAE(cfg)
+    want = {k: tuple(v.shape) for k, v in off.state_dict().items() if k.startswith("decoder.")}
+    got = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert got == want
+    sd = {k: torch.zeros(s) for k, s in want.items()}
+    assert load_vae_weights(BSQVAE(get_config("tiny").vae), {"vae": {"encoder.x": torch.zeros(1)}},
+                            strict=False).ignored == ["encoder.x"]
+    assert len(sd) == len(got)
+
+
+def test_state_dict_keys_of_real_2b_and_8b(official):
+    """Official Infinity-2B/8B built on the meta device: same keys and shapes as ours."""
+    from stagevar.models.infinity import build_infinity
+
+    inf_mod, _ = official
+
+    class FakeVAE:
+        def __init__(self, d):
+            self.embed_dim = d
+            self.vocab_size = 2**d
+            self.quantizer = type("Q", (), {"lfq": type("L", (), {"mask": torch.ones(d)})()})()
+
+    for name, d, kw in (("infinity_2b", 32, dict(depth=32, embed_dim=2048, num_heads=16, block_chunks=8)),
+                        ("infinity_8b", 14, dict(depth=40, embed_dim=3584, num_heads=28, block_chunks=8))):
+        with torch.device("meta"):
+            off = inf_mod.Infinity(
+                vae_local=FakeVAE(d), text_channels=2048, text_maxlen=512, shared_aln=True, fused_norm=True,
+                pad_to_multiplier=128, add_lvl_embeding_only_first_block=1, use_bit_label=1, rope2d_each_sa_layer=1,
+                rope2d_normalized_by_hw=2, pn="1M", apply_spatial_patchify=int(name == "infinity_8b"),
+                inference_mode=True, train_h_div_w_list=[1.0], mlp_ratio=4, **kw,
+            )
+        ours = build_infinity(name, device="meta")
+        want = {k: tuple(v.shape) for k, v in off.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+        assert got == want, name

@@ -1,0 +1,209 @@
+"""Our STAR against the official STAR-T2I code. Skipped unless ``STAR_REPO`` names an official source tree
+(``git clone https://github.com/Davinci-XLab/STAR-T2I``); runs on CPU in fp32.
+
+Checks: the d30 state-dict keys/shapes equal the official ones; the same random weights give the same logits in
+the teacher-forced pass and, scale by scale, in the KV-cached generation (same tokens, same images); our session
+drives an official ``VAR`` object; our loaders accept checkpoints saved from the official model.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+REPO = os.environ.get("STAR_REPO")
+pytestmark = pytest.mark.skipif(not REPO, reason="set STAR_REPO to an official STAR-T2I source tree")
+
+sys.path.insert(0, os.path.dirname(__file__))
+from star_stubs import build_official, official_star  # noqa: E402
+
+from stagevar.models.star import (  # noqa: E402
+    STAR,
+    VQVAE,
+    generate,
+    load_star,
+    load_vqvae,
+    new_session,
+    run_scales,
+    teacher_forced_logits,
+)
+from stagevar.models.star.config import PATCH_NUMS_1024, STARConfig, VQVAEConfig  # noqa: E402
+from stagevar.models.star.quant import idx_to_var_input  # noqa: E402
+
+PN = (1, 2, 3, 5, 6)
+TINY = dict(V=64, Cvae=8, ch=32, depth=2, in_dim_cross=64)
+KW = dict(cfg=4.5, top_k=20, top_p=0.9)
+
+
+def _official_kwargs(patch_nums, **over):
+    kw = dict(device="cpu", patch_nums=patch_nums, shared_aln=False, attn_l2_norm=True, enable_cross=True,
+              flash_if_available=False, fused_if_available=True, rope_emb=True, lvl_emb=True,
+              enable_logit_norm=True, enable_adaptive_norm=False, train_mode="none", rope_theta=10000,
+              rope_norm=64.0, sample_from_idx=9)
+    kw.update(over)
+    return kw
+
+
+@pytest.fixture(scope="module")
+def official():
+    with official_star(REPO) as ns:
+        yield ns
+
+
+def _randomise(module, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("scale_mul_1H11"):
+                p.copy_(torch.rand(p.shape, generator=g) * 2)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * (0.3 if p.dim() > 1 else 0.1))
+
+
+@pytest.fixture(scope="module")
+def pair(official):
+    """(official vae, official var, our vae, our model) with the same random weights."""
+    torch.manual_seed(0)
+    ovae, ovar = build_official(official, **_official_kwargs(PN, **TINY))
+    _randomise(ovar, 1)
+    _randomise(ovae, 2)
+    ovar.eval()
+    cfg = STARConfig(depth=2, width=128, heads=2, in_dim_cross=64, vocab_size=64, cvae=8, patch_nums=PN)
+    vae = VQVAE(VQVAEConfig(vocab_size=64, z_channels=8, ch=32, patch_nums=PN))
+    model = STAR(cfg, vae=vae).eval()
+    load_star(model, ovar.state_dict())
+    load_vqvae(vae, ovae.state_dict())
+    return ovae, ovar, vae, model
+
+
+def _text(batch, width=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(2 * batch, 77, width, generator=g)
+    lens = torch.randint(2, 30, (2 * batch,), generator=g)
+    mask = (torch.arange(77)[None] < lens[:, None]).long()
+    pool = torch.randn(2 * batch, width, generator=g)
+    return hidden, mask, pool
+
+
+def _rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def test_d30_keys_and_shapes_equal_official(official):
+    orig = official.var_drop.VAR.init_weights
+    official.var_drop.VAR.init_weights = lambda self, *a, **k: None  # weights stay torch.empty: no memory touched
+    try:
+        ovae, ovar = build_official(official, **_official_kwargs(PATCH_NUMS_1024, depth=30))
+    finally:
+        official.var_drop.VAR.init_weights = orig
+    with torch.device("meta"):
+        model = STAR(STARConfig())
+        vae = VQVAE(VQVAEConfig())
+    for ours, theirs in ((model, ovar), (vae, ovae)):
+        a = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+        b = {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+        assert a == b
+    assert [n for n, _ in model.named_children()] == [n for n, _ in ovar.named_children()]
+
+
+def test_teacher_forced_logits_equal(pair):
+    ovae, ovar, vae, model = pair
+    hidden, mask, pool = _text(2, seed=1)
+    L = sum(p * p for p in PN)
+    x_next = torch.randn(4, L - 1, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref, _, _ = ovar(x_next, encoder_hidden_states=hidden, encoder_attention_mask=mask, encoder_pool_feat=pool)
+    ours = teacher_forced_logits(model, x_next, hidden, mask, pool)
+    assert _rel(ours, ref) <= 1e-5
+    duck = teacher_forced_logits(ovar, x_next, hidden, mask, pool)  # our math on the official object
+    assert _rel(duck, ref) <= 1e-5
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_kv_cached_generation_equals_official(pair, batch):
+    ovae, ovar, vae, model = pair
+    hidden, mask, pool = _text(batch, seed=4 + batch)
+    seen = []
+    orig = ovar.get_logits
+
+    def spy(h):
+        out = orig(h)
+        seen.append(out.clone())
+        return out
+
+    ovar.get_logits = spy
+    try:
+        ref_img = ovar.autoregressive_infer_cfg(
+            B=batch, label_B=None, encoder_hidden_states=hidden, encoder_attention_mask=mask,
+            encoder_pool_feat=pool, g_seed=42, more_smooth=False, w_mask=True, sample_version="1024", **KW,
+        )
+    finally:
+        del ovar.get_logits
+    s = run_scales(new_session(model, vae, (hidden, mask, pool), batch=batch, seeds=42, record=True, **KW))
+    assert len(seen) == len(PN)
+    for si in range(len(PN)):
+        assert _rel(s.record_logits[si], seen[si]) <= 1e-5, si
+    torch.testing.assert_close(s.decode(), ref_img, rtol=1e-4, atol=1e-4)
+    # our session driving the official object (duck typing) gives the same
+    s2 = run_scales(new_session(ovar, ovae, (hidden, mask, pool), batch=batch, seeds=42, record=True, **KW))
+    for si in range(len(PN)):
+        assert torch.equal(s2.record_tokens[si], s.record_tokens[si])
+        assert _rel(s2.record_logits[si], seen[si]) <= 1e-5
+    torch.testing.assert_close(s2.decode(), ref_img, rtol=1e-4, atol=1e-4)
+    # the teacher-forced oracle on the official model with the sampled tokens
+    x_next = idx_to_var_input(vae.quantize, s.record_tokens, PN).repeat(2, 1, 1)
+    with torch.no_grad():
+        tf, _, _ = ovar(x_next, encoder_hidden_states=hidden, encoder_attention_mask=mask, encoder_pool_feat=pool)
+    begin = 0
+    for si, pn in enumerate(PN):
+        assert _rel(s.record_logits[si], tf[:, begin : begin + pn * pn]) <= 1e-5
+        begin += pn * pn
+
+
+def test_autoregressive_infer_cfg_same_images(pair):
+    ovae, ovar, vae, model = pair
+    hidden, mask, pool = _text(1, seed=9)
+    args = dict(B=1, label_B=None, encoder_hidden_states=hidden, encoder_attention_mask=mask,
+                encoder_pool_feat=pool, g_seed=5, more_smooth=False, w_mask=True, sample_version="1024", **KW)
+    ref = ovar.autoregressive_infer_cfg(**args)
+    torch.testing.assert_close(model.autoregressive_infer_cfg(**args), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(generate(ovar, None, (hidden, mask, pool), batch=1, seeds=5, **KW), ref,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_vae_decode_equal(pair):
+    ovae, _, vae, _ = pair
+    f_hat = torch.randn(2, 8, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(vae.fhat_to_img(f_hat.clone()), ovae.fhat_to_img(f_hat.clone()),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_loaders_accept_official_checkpoints(pair, official, tmp_path):
+    ovae, ovar, _, _ = pair
+    ck = tmp_path / "STAR.pth"
+    torch.save({"trainer": {"var_wo_ddp": ovar.state_dict()}}, ck)
+    vk = tmp_path / "VAE.pth"
+    torch.save(ovae.state_dict(), vk)
+    model = STAR(STARConfig(depth=2, width=128, heads=2, in_dim_cross=64, vocab_size=64, cvae=8, patch_nums=PN))
+    vae = VQVAE(VQVAEConfig(vocab_size=64, z_channels=8, ch=32, patch_nums=PN))
+    load_star(model, ck)
+    load_vqvae(vae, vk)
+    for k, v in ovar.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v)
+    # the 10-scale VAE statistic of a 256 checkpoint loads into our 5-scale model, as upstream
+    sd = dict(ovae.state_dict())
+    sd["quantize.ema_vocab_hit_SV"] = torch.zeros(10, 64)
+    load_vqvae(vae, sd)
+    # and a checkpoint saved from our model loads into the official one strictly
+    ovar.load_state_dict(model.state_dict(), strict=True)
+    # the sampler checkpoint (official model with enable_adaptive_norm=True) is refused
+    torch.manual_seed(0)
+    _, sampler = build_official(official, **_official_kwargs(PN, **dict(TINY, depth=3), enable_adaptive_norm=True,
+                                                    sample_from_idx=2))
+    m3 = STAR(STARConfig(depth=3, width=192, heads=3, in_dim_cross=64, vocab_size=64, cvae=8, patch_nums=PN))
+    with pytest.raises(ValueError, match="sampler head is not supported"):
+        load_star(m3, {"trainer": {"var_wo_ddp": sampler.state_dict()}})

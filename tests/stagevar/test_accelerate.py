@@ -1,0 +1,85 @@
+"""accelerate()/restore() on our model classes: the official entry point runs the schedule, restore undoes it."""
+
+import pytest
+import torch
+from torch import nn
+
+import stagevar
+from stagevar import presets, zoo
+from stagevar.accelerate import family_of, schedule_of
+from stagevar.models.infinity import get_scale_schedule, new_session
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return zoo.build("infinity-tiny")
+
+
+def _official_args(tiny, seed=7):
+    text = zoo.random_infinity_text(tiny.model.text_norm.weight.shape[0], 1, 0)
+    scales = [(1, h, w) for h, w in get_scale_schedule(1.0, "0.06M")]
+    return text, dict(vae=tiny.vae, scale_schedule=scales, label_B_or_BLT=text.as_upstream(), B=1, g_seed=seed,
+                      cfg_list=[3.0] * len(scales), tau_list=[0.5] * len(scales), top_k=900, top_p=0.97,
+                      cfg_insertion_layer=0, vae_type=32, ret_img=True)
+
+
+def test_family_detection(tiny):
+    assert family_of(tiny.model) == "infinity"
+    assert family_of(zoo.build("star-tiny").model) == "star"
+    with pytest.raises(ValueError, match="^model: Linear is neither"):
+        family_of(nn.Linear(2, 2))
+
+
+def test_accelerated_entry_point_runs_the_schedule(tiny):
+    text, kwargs = _official_args(tiny)
+    schedule = presets("infinity")["paper"]
+    with stagevar.accelerated(tiny.model, "paper"):
+        assert schedule_of(tiny.model) == schedule
+        _, _, img = tiny.model.autoregressive_infer_cfg(**kwargs)
+    session = new_session(tiny.model, tiny.vae, kwargs["scale_schedule"], text, cfg_list=3.0, tau_list=0.5, seeds=7)
+    want = stagevar.generate(session, schedule, seed=7)
+    assert img.dtype == torch.uint8 and img.shape == (1, 64, 64, 3)
+    # Upstream returns BGR uint8 by truncation.
+    assert torch.equal(img, want.permute(0, 2, 3, 1).mul(255).to(torch.uint8).flip(dims=(3,)))
+    assert schedule_of(tiny.model) is None
+
+
+def test_restore_leaves_the_model_exactly_as_before(tiny):
+    _, kwargs = _official_args(tiny, seed=3)
+    before_dict = dict(tiny.model.__dict__)
+    before_state = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    _, _, plain = tiny.model.autoregressive_infer_cfg(**kwargs)
+    stagevar.accelerate(tiny.model, "paper")
+    _, _, fast = tiny.model.autoregressive_infer_cfg(**kwargs)
+    stagevar.accelerate(tiny.model, "skip-only")  # a second call replaces the schedule
+    assert schedule_of(tiny.model).name == "skip-only"
+    stagevar.restore(tiny.model)
+    _, _, again = tiny.model.autoregressive_infer_cfg(**kwargs)
+    assert torch.equal(plain, again) and not torch.equal(plain, fast)
+    assert tiny.model.__dict__.keys() == before_dict.keys()
+    assert all(torch.equal(v, before_state[k]) for k, v in tiny.model.state_dict().items())
+    with pytest.raises(ValueError, match="^model: .* not accelerated"):
+        stagevar.restore(tiny.model)
+
+
+def test_vanilla_schedule_through_accelerate_is_bit_identical(tiny):
+    _, kwargs = _official_args(tiny, seed=11)
+    _, _, plain = tiny.model.autoregressive_infer_cfg(**kwargs)
+    with stagevar.accelerated(tiny.model, "vanilla"):
+        _, _, same = tiny.model.autoregressive_infer_cfg(**kwargs)
+    assert torch.equal(plain, same)
+
+
+def test_accelerate_star():
+    built = zoo.build("star-tiny")
+    hidden, mask, pool = zoo.random_star_text(1, 0, built.model.blocks[0].cross_attn.mat_kv.weight.shape[1])
+    kwargs = dict(B=1, encoder_hidden_states=hidden, encoder_attention_mask=mask, encoder_pool_feat=pool, g_seed=5,
+                  cfg=4.5, top_k=600, top_p=0.8)
+    plain = built.model.autoregressive_infer_cfg(**kwargs)
+    with stagevar.accelerated(built.model, "paper"):
+        fast = built.model.autoregressive_infer_cfg(**kwargs)
+        slow = None
+    with stagevar.accelerated(built.model, "vanilla"):
+        slow = built.model.autoregressive_infer_cfg(**kwargs)
+    assert fast.shape == plain.shape and torch.equal(slow, plain) and not torch.equal(fast, plain)
+    assert torch.equal(built.model.autoregressive_infer_cfg(**kwargs), plain)

@@ -1,0 +1,181 @@
+"""The StageVAR loop (Algorithm 1) on a tiny random-weight Infinity: vanilla is the plain loop bit for bit, and
+the paper schedule does exactly what the paper says at every step."""
+
+import pytest
+import torch
+
+import stagevar
+import stagevar_kernels
+from stagevar import fidelity, presets, zoo
+from stagevar.models.infinity import bitwise, get_scale_schedule, new_session, run_plain
+from stagevar.schedule import StageSchedule
+from stagevar_kernels import reference
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return zoo.build("infinity-tiny")
+
+
+def _session(tiny, batch=1, seed=0, pn="0.06M", h_div_w=1.0, **kw):
+    text = zoo.random_infinity_text(tiny.model.text_norm.weight.shape[0], batch, seed)
+    return new_session(tiny.model, tiny.vae, get_scale_schedule(h_div_w, pn), text, cfg_list=3.0, tau_list=0.5,
+                       seeds=[seed + i for i in range(batch)], **kw)
+
+
+def test_vanilla_equals_the_plain_loop_bit_for_bit(tiny):
+    plain = run_plain(_session(tiny, batch=2))
+    s = _session(tiny, batch=2)
+    images = stagevar.generate(s, presets("infinity")["vanilla"])
+    assert torch.equal(images, plain)
+
+
+def test_paper_shapes_skip_semantics_and_guidance(tiny, monkeypatch):
+    s = _session(tiny, batch=2, record=True)
+    rows_seen, kv_rows = {}, {}
+    run_block = s.run_block
+
+    def spy(block, x, si, positions=None):
+        rows_seen.setdefault(si, set()).add(x.shape[0])
+        out = run_block(block, x, si, positions)
+        kv_rows.setdefault(si, set()).add(s.kv[id(block)][0].shape[0])
+        return out
+
+    monkeypatch.setattr(s, "run_block", spy)
+    images = stagevar.generate(s, presets("infinity")["paper"])
+    n = len(s.scales)
+    assert images.shape == (2, 3, 16 * 4, 16 * 4) and images.dtype == torch.float32
+    # The last two steps are skipped: no forward, no sampling.
+    assert sorted(rows_seen) == list(range(n - 2)) and len(s.records) == n - 2
+    # From the first fidelity step only the B null rows run, and the KV cache holds only those rows.
+    assert all(rows_seen[k] == {4} and kv_rows[k] == {4} for k in range(n - 3))
+    assert rows_seen[n - 3] == {2} and kv_rows[n - 3] == {2}
+    # The decoded codes are the sum of the computed steps only (through the first fidelity step).
+    summed = None
+    vae_scales = s.vae_scales
+    for k, rec in enumerate(s.records):
+        h, w = s.scales[k]
+        codes = bitwise.bits_to_codes(rec["bits"], h, w, s.codebook_dim, s.patchify)
+        summed = bitwise.accumulate(summed, codes, vae_scales[-1], k == n - 1)
+    torch.testing.assert_close(s.codes(), summed, rtol=0, atol=0)
+
+
+def test_projected_rows_use_the_positions_of_idx_and_restoration_sources(tiny, monkeypatch):
+    calls = {"project": [], "restore": [], "positions": []}
+    project, restore = stagevar_kernels.project_and_sample, stagevar_kernels.restore_merge
+
+    def spy_project(x, rank, seed, **kw):
+        xr, idx = project(x, rank, seed, **kw)
+        calls["project"].append((x.clone(), rank, seed, idx.clone()))
+        return xr, idx
+
+    def spy_restore(y, idx, cache, src, dst, mode, **kw):
+        out = restore(y, idx, cache, src, dst, mode, **kw)
+        calls["restore"].append((y.clone(), idx.clone(), cache.clone(), src, dst, mode, out.clone()))
+        return out
+
+    monkeypatch.setattr(fidelity.stagevar_kernels, "project_and_sample", spy_project)
+    monkeypatch.setattr(fidelity.stagevar_kernels, "restore_merge", spy_restore)
+    s = _session(tiny, batch=1)
+    run_block = s.run_block
+    monkeypatch.setattr(s, "run_block", lambda b, x, si, p=None: (calls["positions"].append(p), run_block(b, x, si, p))[1])
+    schedule = presets("infinity")["paper"]
+    stagevar.generate(s, schedule)
+    units = len(s.units("chunk"))
+    k = len(s.scales) - 3
+    h, w = s.scales[k]
+    assert len(calls["project"]) == units and len(calls["restore"]) == units
+    fed = [p for p in calls["positions"] if p is not None]
+    assert len(fed) == sum(len(u) for u in s.units("chunk"))
+    for u, ((x, rank, seed, idx), (y, ridx, cache, src, dst, mode, out)) in enumerate(
+        zip(calls["project"], calls["restore"])
+    ):
+        assert rank == max(1, round(0.176 * h * w)) and seed == fidelity.unit_seed(schedule.seed, k, u)
+        assert torch.equal(ridx, idx) and dst == (h, w) and src == s.scales[k - 1] and mode == "area"
+        assert any(torch.equal(p, idx) for p in fed)  # the unit's blocks ran at the positions of idx
+        # Rows at idx come from the computed rows, every other row from the upsampled previous output.
+        assert torch.equal(out[:, idx[0]], y)
+        up = reference.upsample_rows(cache, src, dst, "area")
+        keep = torch.ones(h * w, dtype=torch.bool)
+        keep[idx[0]] = False
+        torch.testing.assert_close(out[:, keep], up[:, keep])
+    # Each unit restores from its own output at the previous step, the input of the next unit.
+    for u in range(1, units):
+        assert torch.equal(calls["project"][u][0], calls["restore"][u - 1][6])
+
+
+@pytest.mark.parametrize("h_div_w", [1.0, 1.25, 0.8, 1.333, 0.75, 1.5, 0.666, 1.75, 0.571, 2.0, 0.5, 2.5, 0.4, 3.0,
+                                     0.333])
+def test_paper_runs_for_every_aspect_ratio_template(tiny, h_div_w):
+    s = _session(tiny, batch=1, h_div_w=h_div_w)
+    images = stagevar.generate(s, presets("infinity")["paper"])
+    h, w = get_scale_schedule(h_div_w, "0.06M")[-1]
+    assert images.shape == (1, 3, 4 * h, 4 * w)
+    assert torch.isfinite(images).all()
+
+
+def test_batch_of_three_and_determinism(tiny):
+    schedule = presets("infinity")["paper"]
+    a = stagevar.generate(_session(tiny, batch=3, seed=5), schedule)
+    b = stagevar.generate(_session(tiny, batch=3, seed=5), schedule)
+    assert a.shape[0] == 3 and torch.equal(a, b)
+    c = stagevar.generate(_session(tiny, batch=3, seed=5), schedule, seed=1)
+    assert not torch.equal(a, c)  # another projection seed draws other projections
+
+
+def test_no_state_survives_between_generations(tiny):
+    schedule = presets("infinity")["paper"]
+    first = stagevar.generate(_session(tiny, batch=1, seed=3), schedule)
+    stagevar.generate(_session(tiny, batch=2, seed=4, h_div_w=0.5), schedule)
+    again = stagevar.generate(_session(tiny, batch=1, seed=3), schedule)
+    assert torch.equal(first, again)
+
+
+@pytest.mark.parametrize("variant", [{"projection": "svd"}, {"restoration": "lls"}, {"unit": "block"},
+                                     {"guidance": "cond"}, {"guidance": "cfg"}, {"restore_mode": "bicubic"}])
+def test_schedule_variants_run(tiny, variant):
+    schedule = presets("infinity")["paper"].with_(**variant)
+    images = stagevar.generate(_session(tiny, batch=2), schedule)
+    assert images.shape[0] == 2 and torch.isfinite(images).all()
+
+
+def test_per_unit_ratios_and_skip_only(tiny):
+    units = len(_session(tiny).units("chunk"))
+    per_unit = StageSchedule((tuple(0.1 * (u + 1) for u in range(units)), 0.0), guidance="null")
+    assert torch.isfinite(stagevar.generate(_session(tiny), per_unit)).all()
+    skip = stagevar.generate(_session(tiny), presets("infinity")["skip-only"])
+    assert torch.isfinite(skip).all()
+
+
+def test_reference_and_triton_backends_give_the_same_images(tiny):
+    pytest.importorskip("triton")
+    schedule = presets("infinity")["paper"]
+    ref = stagevar.generate(_session(tiny, batch=1), schedule, backend="reference")
+    tri = stagevar.generate(_session(tiny, batch=1), schedule, backend="triton")
+    torch.testing.assert_close(tri, ref, atol=2e-3, rtol=0)
+
+
+def test_compile_one_fidelity_unit_fullgraph(tiny):
+    # A real Infinity unit at the first fidelity step: project, its blocks at the positions of idx (KV cache,
+    # RoPE gather, cross-attention), restore. torch.compile must trace it as one graph.
+    s = _session(tiny, batch=1)
+    first = len(s.scales) - 3
+    for k in range(first):
+        x = s.scale_input(k)
+        for unit in s.units("chunk"):
+            for block in unit:
+                x = s.run_block(block, x, k)
+        s.finish_scale(k, x)
+    s.set_guidance("null")
+    cache, x = x[1:], s.scale_input(first)
+    blocks = s.units("chunk")[0]
+    kv_before = dict(s.kv)
+
+    def unit(x, cache):
+        return fidelity.fidelity_unit(s, blocks, x, first, rank=5, seed=3, cache=cache, cache_hw=s.scales[first - 1])
+
+    eager = unit(x, cache)
+    s.kv = dict(kv_before)
+    torch._dynamo.reset()
+    compiled = torch.compile(unit, fullgraph=True)
+    torch.testing.assert_close(compiled(x, cache), eager, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,305 @@
+"""Tier 5: the CUDA C++ kernels (backend="cuda", csrc/) against the reference on a GPU. Skipped without one.
+
+Reference first (on the same device, so both use CUDA's logf), then the kernel: identical ``idx``, ``xr`` equal
+to fp32 rounding; restore rows equal to F.interpolate + scatter, with out-of-range and duplicate indices.
+Also: cross-backend equality over ``available_backends("cuda")``, C++ errors reaching Python, CUDA-graph capture
+(no host sync). The ``small`` cases are what scripts/run_sanitizer.sh runs under racecheck/synccheck/initcheck.
+"""
+
+import pytest
+import torch
+
+from stagevar_kernels import available_backends, philox, project_and_sample, reference, restore_merge
+from stagevar_kernels.reference import RESTORE_MODES
+from stagevar_kernels.testing import strided_like, tolerance
+
+HAS_CUDA_BACKEND = torch.cuda.is_available() and "cuda" in available_backends("cuda")
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not HAS_CUDA_BACKEND, reason="needs a CUDA device and the extension built with CUDA"),
+]
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+LAYOUTS = ["contiguous", "permuted", "sliced"]
+DEV = "cuda"
+
+
+def _cuda_project(x, rank, seed):
+    return torch.ops.stagevar._project_and_sample_cuda(x, rank, seed)
+
+
+def _cuda_restore(y, idx, cache, src, dst, mode):
+    return torch.ops.stagevar._restore_merge_cuda(y, idx, cache, list(src), list(dst), mode)
+
+
+def _check_project(x, rank, seed):
+    want_xr, want_idx = reference.project_and_sample(x, rank, seed)
+    xr, idx = _cuda_project(x, rank, seed)
+    assert xr.shape == want_xr.shape and xr.dtype == x.dtype and xr.is_contiguous()
+    assert idx.dtype == torch.int64 and idx.shape == want_idx.shape
+    assert torch.equal(idx, want_idx)
+    # Against the fp32 product of the same (rounded) inputs: the kernels accumulate in fp32.
+    want32 = reference.project_and_sample(x.float(), rank, seed)[0]
+    torch.testing.assert_close(xr.float(), want32, **tolerance(x.dtype))
+
+
+# ---------------------------------------------------------------------------------------------- project_and_sample
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "batch,rows,channels,rank",
+    [(1, 1, 1, 1), (2, 37, 19, 5), (3, 130, 100, 64), (2, 257, 129, 70), (1, 769, 200, 97), (2, 65, 64, 65)],
+)
+def test_project_matches_reference(batch, rows, channels, rank, dtype, layout):
+    x = strided_like(torch.randn(batch, rows, channels, device=DEV).to(dtype), layout)
+    _check_project(x, rank, seed=1234)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_project_infinity_2b_shape(dtype):
+    # 40x40 scale of Infinity-2B: a 282 x 1600 by 1600 x 2048 product per image.
+    x = torch.randn(2, 1600, 2048, device=DEV).to(dtype)
+    _check_project(x, 282, seed=2**40 + 77)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**32 - 1, 2**32 + 7, 2**63 - 1])
+def test_project_seeds_across_key_words(seed):
+    x = torch.randn(2, 90, 33, device=DEV)
+    _check_project(x, 17, seed)
+
+
+def test_project_large_m_any_size():
+    # The row selection streams keys from global memory: no shared-memory bound on M.
+    x = torch.randn(2, 40000, 3, device=DEV)
+    _check_project(x, 5000, seed=5)
+    _check_project(x, 40000, seed=6)  # rank == M takes every row
+
+
+def test_project_zero_and_non_finite_rows_drawn_last_lowest_first():
+    x = torch.randn(2, 50, 16, device=DEV)
+    x[:, 10:30] = 0.0
+    x[0, 40] = float("inf")
+    x[1, 41, 3] = float("nan")
+    _, idx = _cuda_project(x, 30, seed=3)
+    assert torch.equal(idx, reference.project_and_sample(x, 30, 3)[1])
+    # Batch 0 has 29 regular rows (not 10..29, not the inf row 40): all of them, then row 10, the lowest -inf one.
+    assert idx[0].tolist() == sorted([i for i in range(50) if not 10 <= i < 30 and i != 40] + [10])
+
+
+def test_project_deterministic():
+    x = torch.randn(3, 300, 70, device=DEV, dtype=torch.bfloat16)
+    a = _cuda_project(x, 40, 9)
+    b = _cuda_project(x, 40, 9)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_project_q_is_the_contract_matrix():
+    # xr of an identity-like x reads Q back: x[b] = I (M x M) gives xr[b] = Q_b^T.
+    rows = 48
+    x = torch.eye(rows, device=DEV).unsqueeze(0).repeat(2, 1, 1)
+    xr, _ = _cuda_project(x, 12, seed=77)
+    q = philox.projection_matrix(77, 2, rows, 12, device=DEV)
+    torch.testing.assert_close(xr, q.transpose(1, 2), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_project_small(dtype):
+    """Small case for the sanitizers (several rank tiles, several channel tiles, partial tiles)."""
+    x = torch.randn(2, 70, 130, device=DEV).to(dtype)
+    _check_project(x, 66, seed=11)
+
+
+# ---------------------------------------------------------------------------------------------------- restore_merge
+def _reference_restore(y, idx, cache, src, dst, mode):
+    """Reference rows, plus the positions targeted by more than one valid index (their value is any candidate)."""
+    want = reference.restore_merge(y, idx, cache, src, dst, mode)
+    rows = dst[0] * dst[1]
+    dup = torch.zeros(idx.shape[0], rows, dtype=torch.bool, device=idx.device)
+    for b in range(idx.shape[0]):
+        valid = idx[b][(idx[b] >= 0) & (idx[b] < rows)]
+        uniq, counts = torch.unique(valid, return_counts=True)
+        dup[b, uniq[counts > 1]] = True
+    return want, dup
+
+
+def _check_restore(y, idx, cache, src, dst, mode):
+    out = _cuda_restore(y, idx, cache, src, dst, mode)
+    want, dup = _reference_restore(y, idx, cache, src, dst, mode)
+    assert out.shape == want.shape and out.dtype == y.dtype and out.is_contiguous()
+    keep = ~dup
+    torch.testing.assert_close(out[keep].float(), want[keep].float(), **tolerance(y.dtype))
+    for b, p in dup.nonzero().tolist():
+        candidates = y[b, idx[b] == p]
+        assert any(torch.equal(out[b, p], c) for c in candidates), (b, p)
+    return out
+
+
+def _indices(batch, rank, rows, with_bad=True):
+    idx = torch.stack([torch.randperm(rows)[:rank] for _ in range(batch)])
+    if with_bad and rank >= 4:
+        idx[:, 0] = -1  # out of range below
+        idx[:, 1] = rows  # one past the end
+        idx[:, 2] = idx[:, 3]  # a duplicate
+        idx[0, 3:5] = rows + 1000  # far out of range
+    return idx.to(DEV)
+
+
+@pytest.mark.parametrize("mode", RESTORE_MODES)
+@pytest.mark.parametrize(
+    "src,dst",
+    [((3, 5), (7, 9)), ((8, 8), (4, 4)), ((5, 7), (5, 7)), ((1, 1), (3, 2)), ((6, 4), (9, 4)), ((7, 3), (2, 5))],
+)
+def test_restore_matches_reference(mode, src, dst):
+    channels, rank = 24, min(8, dst[0] * dst[1])
+    y = torch.randn(2, rank, channels, device=DEV)
+    cache = torch.randn(2, src[0] * src[1], channels, device=DEV)
+    _check_restore(y, _indices(2, rank, dst[0] * dst[1]), cache, src, dst, mode)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", RESTORE_MODES)
+@pytest.mark.parametrize("channels", [1, 7, 64, 136])  # 64/136: 16-byte vectors for every dtype; 1/7: scalar path
+def test_restore_dtypes_layouts_channels(mode, dtype, layout, channels):
+    src, dst, rank = (4, 5), (7, 6), 9
+    y = strided_like(torch.randn(2, rank, channels, device=DEV).to(dtype), layout)
+    cache = strided_like(torch.randn(2, src[0] * src[1], channels, device=DEV).to(dtype), layout)
+    _check_restore(y, _indices(2, rank, dst[0] * dst[1]), cache, src, dst, mode)
+
+
+def test_restore_unaligned_base_pointer_takes_scalar_path():
+    base = torch.randn(2 * 9 * 64 + 1, device=DEV, dtype=torch.float16)
+    y = base[1:].view(2, 9, 64)  # 2-byte offset: not 16-byte aligned
+    cache = torch.randn(2, 20, 64, device=DEV, dtype=torch.float16)
+    _check_restore(y, _indices(2, 9, 42), cache, (4, 5), (7, 6), "bilinear")
+
+
+@pytest.mark.parametrize("mode", RESTORE_MODES)
+def test_restore_row_strided_inputs_read_in_place(mode):
+    # Unit channel stride, other strides arbitrary: read through the strides (no copy), vector path.
+    y = torch.randn(2, 18, 64, device=DEV, dtype=torch.bfloat16)[:, ::2]
+    cache = torch.randn(3, 40, 64, device=DEV, dtype=torch.bfloat16)[::2, ::2]
+    _check_restore(y, _indices(2, 9, 42), cache, (4, 5), (7, 6), mode)
+
+
+def test_restore_strided_idx_and_all_out_of_range():
+    y = torch.randn(2, 6, 16, device=DEV)
+    cache = torch.randn(2, 12, 16, device=DEV)
+    wide = torch.randint(0, 30, (2, 12), device=DEV)
+    _check_restore(y, wide[:, ::2], cache, (3, 4), (5, 6), "bicubic")
+    bad = torch.full((2, 6), 10**9, device=DEV, dtype=torch.int64)
+    bad[1] = -(10**9)
+    out = _check_restore(y, bad, cache, (3, 4), (5, 6), "area")
+    torch.testing.assert_close(out, reference.upsample_rows(cache, (3, 4), (5, 6), "area"))
+
+
+def test_restore_duplicates_pick_a_candidate():
+    y = torch.arange(4, device=DEV, dtype=torch.float32).view(1, 4, 1).expand(1, 4, 3).contiguous()
+    cache = torch.full((1, 4, 3), -5.0, device=DEV)
+    idx = torch.tensor([[2, 2, 2, 7]], device=DEV)
+    out = _cuda_restore(y, idx, cache, (2, 2), (3, 3), "nearest")
+    assert out[0, 2, 0].item() in (0.0, 1.0, 2.0) and out[0, 7, 0].item() == 3.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", RESTORE_MODES)
+def test_restore_small(mode, dtype):
+    """Small case for the sanitizers: out-of-range and duplicate indices, vector and scalar paths."""
+    for channels in (8, 5):
+        y = torch.randn(2, 6, channels, device=DEV).to(dtype)
+        cache = torch.randn(2, 6, channels, device=DEV).to(dtype)
+        _check_restore(y, _indices(2, 6, 20), cache, (2, 3), (4, 5), mode)
+
+
+# ---------------------------------------------------------------------------------------------------- cross-backend
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_backends_agree(dtype):
+    backends = available_backends(DEV)
+    x = torch.randn(2, 333, 96, device=DEV).to(dtype)
+    results = {name: project_and_sample(x, 50, 21, backend=name) for name in backends}
+    for name, (xr, idx) in results.items():
+        assert torch.equal(idx, results["reference"][1]), name
+        torch.testing.assert_close(xr.float(), results["reference"][0].float(), **tolerance(dtype), msg=name)
+    y = torch.randn(2, 50, 96, device=DEV).to(dtype)
+    cache = torch.randn(2, 12 * 12, 96, device=DEV).to(dtype)
+    idx = results["reference"][1]
+    for mode in RESTORE_MODES:
+        outs = {name: restore_merge(y, idx, cache, (12, 12), (18, 19), mode, backend=name) for name in backends}
+        for name, out in outs.items():
+            torch.testing.assert_close(out.float(), outs["reference"].float(), **tolerance(dtype), msg=name)
+
+
+def test_public_ops_default_to_cuda_backend():
+    from stagevar_kernels import default_backend
+
+    assert default_backend(DEV) == "cuda"
+    x = torch.randn(1, 40, 8, device=DEV)
+    assert torch.equal(project_and_sample(x, 4, 1)[1], reference.project_and_sample(x, 4, 1)[1])
+
+
+# ---------------------------------------------------------------------------------------- errors, graphs, registration
+def test_cpp_errors_reach_python():
+    x = torch.randn(1, 10, 4, device=DEV)
+    with pytest.raises(RuntimeError, match="rank"):
+        _cuda_project(x, 0, 1)
+    with pytest.raises(RuntimeError, match="rank"):
+        _cuda_project(x, 11, 1)
+    with pytest.raises(RuntimeError, match="seed"):
+        _cuda_project(x, 2, -1)
+    with pytest.raises(RuntimeError):  # no CPU kernel: the dispatcher refuses (NotImplementedError)
+        _cuda_project(x.cpu(), 2, 1)
+    with pytest.raises(RuntimeError, match="float32, float16 or bfloat16"):
+        _cuda_project(x.double(), 2, 1)
+    with pytest.raises(RuntimeError, match=r"\(B, M, D\)"):
+        _cuda_project(x[0], 2, 1)
+    y = torch.randn(1, 3, 4, device=DEV)
+    idx = torch.tensor([[0, 1, 2]], device=DEV)
+    cache = torch.randn(1, 4, 4, device=DEV)
+    with pytest.raises(RuntimeError, match="mode"):
+        _cuda_restore(y, idx, cache, (2, 2), (3, 3), "trilinear")
+    with pytest.raises(RuntimeError, match="src_hw"):
+        _cuda_restore(y, idx, cache, (2, 3), (3, 3), "area")
+    with pytest.raises(RuntimeError, match="int64"):
+        _cuda_restore(y, idx.int(), cache, (2, 2), (3, 3), "area")
+    with pytest.raises(RuntimeError, match="dtype"):
+        _cuda_restore(y, idx, cache.half(), (2, 2), (3, 3), "area")
+    with pytest.raises(RuntimeError, match="fewer"):
+        _cuda_restore(y, idx, cache, (2, 2), (1, 2), "area")
+    with pytest.raises(RuntimeError, match="CUDA tensors"):
+        _cuda_restore(y, idx.cpu(), cache, (2, 2), (3, 3), "area")
+
+
+def test_capturable_in_cuda_graph():
+    # No host synchronisation: both ops can be captured and replayed.
+    x = torch.randn(2, 100, 64, device=DEV, dtype=torch.bfloat16)
+    cache = torch.randn(2, 25, 64, device=DEV, dtype=torch.bfloat16)
+    _cuda_project(x, 20, 4)  # warm up outside the capture
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        _cuda_restore(x[:, :20], torch.zeros(2, 20, dtype=torch.int64, device=DEV), cache, (5, 5), (10, 10), "area")
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        xr, idx = _cuda_project(x, 20, 4)
+        out = _cuda_restore(xr, idx, cache, (5, 5), (10, 10), "area")
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.cuda.synchronize()
+    want_xr, want_idx = reference.project_and_sample(x, 20, 4)
+    assert torch.equal(idx, want_idx)
+    torch.testing.assert_close(xr.float(), reference.project_and_sample(x.float(), 20, 4)[0], **tolerance(x.dtype))
+    _check_restore(xr, idx, cache, (5, 5), (10, 10), "area")
+    assert out.shape == (2, 100, 64)
+
+
+def test_opcheck_private_ops():
+    utils = ("test_schema", "test_faketensor")
+    x = torch.randn(2, 30, 8, device=DEV).transpose(1, 2).contiguous().transpose(1, 2)
+    torch.library.opcheck(torch.ops.stagevar._project_and_sample_cuda.default, (x, 5, 3), test_utils=utils)
+    y = torch.randn(2, 5, 8, device=DEV)
+    idx = torch.stack([torch.randperm(12)[:5] for _ in range(2)]).to(DEV)
+    cache = torch.randn(2, 6, 8, device=DEV)
+    torch.library.opcheck(
+        torch.ops.stagevar._restore_merge_cuda.default, (y, idx, cache, [2, 3], [3, 4], "bicubic"), test_utils=utils
+    )

@@ -1,0 +1,123 @@
+"""Tiers 3 and 5: the Triton ``project_and_sample`` kernels against the reference.
+
+On CPU the kernels run under ``TRITON_INTERPRET=1`` (set by ``tests/conftest.py``; small shapes, the interpreter
+costs ~0.6 ms per program instance); on CUDA the same tests run the compiled kernels. Reference first, then the
+kernel: ``idx`` must be identical and ``xr`` within ``testing.tolerance(dtype)``.
+"""
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from stagevar_kernels import ops, philox, reference  # noqa: E402
+from stagevar_kernels.backends import triton_interpreting  # noqa: E402
+from stagevar_kernels.testing import devices, strided_like, tolerance  # noqa: E402
+
+
+def _device_params():
+    params = []
+    for dev in devices():
+        if dev == "cpu":
+            params.append(pytest.param("cpu", marks=pytest.mark.interpreter, id="cpu-interpreter"))
+        else:
+            params.append(pytest.param(dev, marks=pytest.mark.cuda, id=dev))
+    return params
+
+
+@pytest.fixture(params=_device_params())
+def device(request):
+    if request.param == "cpu" and not triton_interpreting():
+        pytest.skip("Triton kernels on CPU tensors need TRITON_INTERPRET=1 before the kernels are imported")
+    return request.param
+
+
+def _launch(x, rank, seed):
+    from stagevar_kernels.triton.project_and_sample import project_and_sample
+
+    return project_and_sample(x, rank, seed)
+
+
+def _check(x, rank, seed):
+    """Reference first, then the kernel: identical idx, xr within the dtype's tolerance."""
+    xr_ref, idx_ref = reference.project_and_sample(x, rank, seed)
+    xr, idx = _launch(x, rank, seed)
+    assert xr.shape == xr_ref.shape and xr.dtype == x.dtype and xr.is_contiguous()
+    assert idx.dtype == torch.int64 and idx.device == x.device
+    assert torch.equal(idx, idx_ref)
+    torch.testing.assert_close(xr.float(), xr_ref.float(), **tolerance(x.dtype))
+    return xr, idx
+
+
+# Awkward sizes: M in {1, 7, 37, 61}, D in {1, 19, 33}, rank in {1, 3, 5, M}; B=2 checks the batch counter.
+SHAPES = [
+    (1, 1, 1, 1),
+    (2, 7, 1, 3),
+    (2, 7, 19, 7),
+    (1, 37, 33, 5),
+    (2, 37, 19, 1),
+    (1, 61, 1, 61),
+    (2, 61, 33, 3),
+    (1, 61, 19, 37),
+]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "permuted", "sliced"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("batch,rows,channels,rank", SHAPES)
+def test_matches_reference(device, batch, rows, channels, rank, dtype, layout):
+    x = strided_like(torch.randn(batch, rows, channels, device=device).to(dtype), layout)
+    _check(x, rank, seed=1234)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 2**31 + 3, 2**32 + 5, philox.MAX_SEED])
+def test_seeds_across_the_key_words(device, seed):
+    # Seeds above 2**32 reach the high key word; 0 and 1 hit Triton's integer specialisations.
+    x = torch.randn(2, 37, 33, device=device)
+    _check(x, 5, seed)
+
+
+def test_large_tiles_several_blocks(device):
+    # More rows than one BLOCK_M, more ranks than one BLOCK_R, more channels than one BLOCK_D.
+    x = torch.randn(2, 150, 160, device=device)
+    _check(x, 70, seed=99)
+
+
+def test_zero_and_nonfinite_rows_are_drawn_last(device):
+    x = torch.randn(2, 37, 19, device=device)
+    bad = [0, 3, 10, 20, 36]
+    x[:, 0] = 0.0
+    x[:, 3, 4] = float("inf")
+    x[:, 10, 7] = float("nan")
+    x[:, 20] = 0.0
+    x[:, 36, 1] = float("-inf")
+    good = [i for i in range(37) if i not in bad]
+    rank = len(good) + 2
+    xr_ref, idx_ref = reference.project_and_sample(x, rank, seed=5)
+    xr, idx = _launch(x, rank, seed=5)
+    assert torch.equal(idx, idx_ref)
+    want = sorted(good + bad[:2])  # every finite positive row, then the lowest-index bad rows
+    assert idx.tolist() == [want, want]
+    torch.testing.assert_close(xr, xr_ref, equal_nan=True, **tolerance(torch.float32))
+
+
+def test_rank_larger_than_nonzero_rows(device):
+    x = torch.zeros(1, 7, 5, device=device)
+    x[0, 4] = 1.0
+    _check(x, 3, seed=3)  # row 4, then rows 0 and 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_registered_op_with_triton_backend(device, dtype):
+    x = strided_like(torch.randn(2, 37, 19, device=device).to(dtype), "permuted")
+    xr_ref, idx_ref = reference.project_and_sample(x, 5, 21)
+    xr, idx = ops.project_and_sample(x, 5, 21, backend="triton")
+    assert torch.equal(idx, idx_ref)
+    torch.testing.assert_close(xr.float(), xr_ref.float(), **tolerance(dtype))
+
+
+def test_deterministic(device):
+    x = torch.randn(2, 61, 33, device=device, dtype=torch.float16)
+    xr1, idx1 = _launch(x, 9, seed=8)
+    xr2, idx2 = _launch(x, 9, seed=8)
+    assert torch.equal(idx1, idx2) and torch.equal(xr1, xr2)

@@ -1,0 +1,138 @@
+"""Tiers 3 and 5: the Triton ``restore_merge`` kernels against the reference.
+
+On CPU the kernels run under ``TRITON_INTERPRET=1`` (set by ``tests/conftest.py``); on CUDA the same tests run the
+compiled kernels. Reference first, then the kernel, for all four modes, up- and downsampling, non-square grids,
+strided inputs, duplicate and out-of-range indices.
+"""
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from stagevar_kernels import RESTORE_MODES, ops, reference  # noqa: E402
+from stagevar_kernels.backends import triton_interpreting  # noqa: E402
+from stagevar_kernels.testing import devices, strided_like, tolerance  # noqa: E402
+
+
+def _device_params():
+    params = []
+    for dev in devices():
+        if dev == "cpu":
+            params.append(pytest.param("cpu", marks=pytest.mark.interpreter, id="cpu-interpreter"))
+        else:
+            params.append(pytest.param(dev, marks=pytest.mark.cuda, id=dev))
+    return params
+
+
+@pytest.fixture(params=_device_params())
+def device(request):
+    if request.param == "cpu" and not triton_interpreting():
+        pytest.skip("Triton kernels on CPU tensors need TRITON_INTERPRET=1 before the kernels are imported")
+    return request.param
+
+
+def _launch(y, idx, cache, src, dst, mode):
+    from stagevar_kernels.triton.restore_merge import restore_merge
+
+    return restore_merge(y, idx, cache, src, dst, mode)
+
+
+def _random_idx(batch, rows, rank, device):
+    return torch.stack([torch.randperm(rows)[:rank].sort().values for _ in range(batch)]).to(device)
+
+
+# (src_hw, dst_hw): upsampling, downsampling (integer and not), identity, non-square, 1x1 source.
+GRIDS = [
+    ((3, 5), (7, 4)),
+    ((4, 4), (8, 8)),
+    ((8, 6), (5, 3)),
+    ((6, 6), (3, 3)),
+    ((5, 7), (5, 7)),
+    ((1, 1), (3, 2)),
+    ((4, 3), (9, 13)),
+]
+
+
+@pytest.mark.parametrize("src,dst", GRIDS)
+@pytest.mark.parametrize("mode", RESTORE_MODES)
+def test_matches_reference(device, mode, src, dst):
+    batch, channels = 2, 19
+    rows = dst[0] * dst[1]
+    rank = max(1, rows // 5)
+    y = torch.randn(batch, rank, channels, device=device)
+    cache = torch.randn(batch, src[0] * src[1], channels, device=device)
+    idx = _random_idx(batch, rows, rank, device)
+    want = reference.restore_merge(y, idx, cache, src, dst, mode)
+    got = _launch(y, idx, cache, src, dst, mode)
+    assert got.shape == want.shape and got.dtype == y.dtype and got.is_contiguous()
+    torch.testing.assert_close(got, want, **tolerance(torch.float32))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "permuted", "sliced"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", RESTORE_MODES)
+def test_dtypes_and_layouts(device, mode, dtype, layout):
+    src, dst, batch, channels, rank = (4, 5), (6, 7), 2, 33, 9
+    y = strided_like(torch.randn(batch, rank, channels, device=device).to(dtype), layout)
+    cache = strided_like(torch.randn(batch, src[0] * src[1], channels, device=device).to(dtype), layout)
+    idx = _random_idx(batch, dst[0] * dst[1], rank, device)
+    want = reference.restore_merge(y, idx, cache, src, dst, mode)
+    got = _launch(y, idx, cache, src, dst, mode)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want.float(), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("channels", [1, 160])
+def test_channel_edges(device, channels):
+    # D=1 (one masked lane tile) and D > BLOCK_D (several channel tiles).
+    src, dst = (3, 3), (5, 4)
+    y = torch.randn(1, 4, channels, device=device)
+    cache = torch.randn(1, 9, channels, device=device)
+    idx = torch.tensor([[0, 6, 7, 19]], device=device)
+    want = reference.restore_merge(y, idx, cache, src, dst, "bicubic")
+    torch.testing.assert_close(_launch(y, idx, cache, src, dst, "bicubic"), want, **tolerance(torch.float32))
+
+
+@pytest.mark.parametrize("mode", RESTORE_MODES)
+def test_out_of_range_ignored_and_duplicates_pick_a_candidate(device, mode):
+    src, dst, channels = (3, 4), (5, 6), 19
+    rows = dst[0] * dst[1]
+    y = torch.randn(1, 7, channels, device=device)
+    cache = torch.randn(1, 12, channels, device=device)
+    idx = torch.tensor([[2, 2, -1, rows, 9, 2**40, 9]], device=device)
+    got = _launch(y, idx, cache, src, dst, mode)
+    up = reference.upsample_rows(cache, src, dst, mode)
+    plain = [p for p in range(rows) if p not in (2, 9)]
+    torch.testing.assert_close(got[0, plain], up[0, plain], **tolerance(torch.float32))
+    assert any(torch.equal(got[0, 2], y[0, j]) for j in (0, 1))
+    assert any(torch.equal(got[0, 9], y[0, j]) for j in (4, 6))
+
+
+def test_no_selected_rows_is_pure_upsampling(device):
+    src, dst = (4, 6), (7, 5)
+    cache = torch.randn(2, 24, 19, device=device)
+    y = torch.randn(2, 3, 19, device=device)
+    idx = torch.full((2, 3), -5, device=device)
+    got = _launch(y, idx, cache, src, dst, "bilinear")
+    torch.testing.assert_close(got, reference.upsample_rows(cache, src, dst, "bilinear"), **tolerance(torch.float32))
+
+
+def test_strided_idx(device):
+    src, dst = (3, 3), (4, 4)
+    y = torch.randn(1, 3, 8, device=device)
+    cache = torch.randn(1, 9, 8, device=device)
+    idx = torch.tensor([[1, 99, 5, 99, 14, 99]], device=device)[:, ::2]
+    want = reference.restore_merge(y, idx, cache, src, dst, "nearest")
+    torch.testing.assert_close(_launch(y, idx, cache, src, dst, "nearest"), want, **tolerance(torch.float32))
+
+
+@pytest.mark.parametrize("mode", ["area", "bicubic"])
+def test_registered_op_with_triton_backend(device, mode):
+    src, dst = (4, 4), (6, 5)
+    y = strided_like(torch.randn(2, 6, 19, device=device, dtype=torch.bfloat16), "sliced")
+    cache = torch.randn(2, 16, 19, device=device, dtype=torch.bfloat16)
+    idx = _random_idx(2, 30, 6, device)
+    want = reference.restore_merge(y, idx, cache, src, dst, mode)
+    got = ops.restore_merge(y, idx, cache, src, dst, mode, backend="triton")
+    torch.testing.assert_close(got.float(), want.float(), **tolerance(torch.bfloat16))
