@@ -19,6 +19,10 @@ import torch.nn.functional as F
 
 from stagevar_kernels import philox
 
+HAS_CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if HAS_CUDA else "cpu"  # the benchmarks' device: the GPU when there is one
+DTYPE = torch.bfloat16 if HAS_CUDA else torch.float32  # bf16 on the GPU (the models' dtype), fp32 on CPU
+
 
 def project_and_sample_eager(x: torch.Tensor, rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """x: ``(B, M, D)``; returns ``xr`` ``(B, rank, D)`` in ``x.dtype`` and int64 ``idx`` ``(B, rank)``."""

@@ -105,7 +105,12 @@ def standard_normals(seed: int, batch: int, rows: int, cols: int, device=None) -
     theta_a = TWO_PI_F32 * uniform_from_bits(w1)
     theta_b = TWO_PI_F32 * uniform_from_bits(w3)
     n = torch.stack(
-        (rad_a * torch.cos(theta_a), rad_a * torch.sin(theta_a), rad_b * torch.cos(theta_b), rad_b * torch.sin(theta_b)),
+        (
+            rad_a * torch.cos(theta_a),
+            rad_a * torch.sin(theta_a),
+            rad_b * torch.cos(theta_b),
+            rad_b * torch.sin(theta_b),
+        ),
         dim=-1,
     )  # (batch, rows, groups, 4)
     return n.reshape(batch, rows, groups * 4)[:, :, :cols]

@@ -68,7 +68,9 @@ def check_restore_merge(y, idx, cache, src_hw, dst_hw, mode) -> tuple[tuple[int,
     if cache.dtype != y.dtype:
         raise ValueError(f"cache: dtype {cache.dtype} differs from y's {y.dtype}")
     if y.device != idx.device or y.device != cache.device:
-        raise ValueError(f"idx/cache: all tensors must share y's device {y.device}, got {idx.device} and {cache.device}")
+        raise ValueError(
+            f"idx/cache: all tensors must share y's device {y.device}, got {idx.device} and {cache.device}"
+        )
     batch, rank, channels = y.shape
     if idx.shape[0] != batch or cache.shape[0] != batch:
         raise ValueError(f"idx/cache: batch sizes {idx.shape[0]} and {cache.shape[0]} differ from y's {batch}")

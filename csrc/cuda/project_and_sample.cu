@@ -74,6 +74,11 @@ std::tuple<at::Tensor, at::Tensor> project_and_sample_cuda(const at::Tensor& x, 
   p.x_stride_b = x.stride(0);
   p.x_stride_m = x.stride(1);
   p.x_stride_d = x.stride(2);
+  {
+    const int64_t vec = 16 / static_cast<int64_t>(x.element_size());
+    p.x_vec16 = x.stride(2) == 1 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0 && x.stride(1) % vec == 0 &&
+                (batch == 1 || x.stride(0) % vec == 0);
+  }
   p.xr = xr.data_ptr();
   p.partial = partial.data_ptr<float>();
   p.batch = static_cast<int>(batch);

@@ -2,9 +2,8 @@
 
 Each schedule runs ``warmup`` untimed generations, then ``repeats`` timed ones (device events on CUDA,
 ``perf_counter`` on CPU); the table shows medians. ``total`` spans the whole generation from the session's
-creation (text projections) to the decoded image; the text encoder is timed apart (random flan-T5-XL / CLIP
-weights, only when ``transformers`` is installed). One extra profiled run per schedule measures the time spent
-inside the two stagevar ops.
+creation (text projections) to the decoded image; ``ops`` sums the time inside the two stagevar ops. The text
+encoder is timed apart (random flan-T5-XL / CLIP weights, only when ``transformers`` is installed).
 """
 
 from __future__ import annotations
@@ -32,24 +31,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _op_time_ms(built: zoo.Built, schedule, batch: int, seed: int, backend, device: torch.device) -> float:
-    """Time inside ``stagevar::*`` ops during one generation (profiler: device time on CUDA, CPU time else)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        generate(built.new_session(batch=batch, seed=seed), schedule, backend=backend)
-        _sync(device)
-    total_us = 0.0
-    for event in prof.key_averages():
-        if event.key.startswith("stagevar::"):
-            if device.type == "cuda":
-                total_us += getattr(event, "device_time_total", getattr(event, "cuda_time_total", 0.0))
-            else:
-                total_us += event.cpu_time_total
-    return total_us / 1e3
-
-
 def _text_encoder_ms(family: str, batch: int, device: torch.device, repeats: int) -> float | None:
     """Median time of the text encoder with random weights of the real shape (None without transformers)."""
     try:
@@ -58,12 +39,24 @@ def _text_encoder_ms(family: str, batch: int, device: torch.device, repeats: int
         return None
     with torch.device(device):
         if family == "infinity":  # flan-T5-XL encoder, fp16 as upstream, prompts padded to 512 tokens
-            cfg = transformers.T5Config(d_model=2048, d_ff=5120, d_kv=64, num_heads=32, num_layers=24,
-                                        feed_forward_proj="gated-gelu", vocab_size=32128)
+            cfg = transformers.T5Config(
+                d_model=2048,
+                d_ff=5120,
+                d_kv=64,
+                num_heads=32,
+                num_layers=24,
+                feed_forward_proj="gated-gelu",
+                vocab_size=32128,
+            )
             enc, tokens = transformers.T5EncoderModel(cfg), 512
         else:  # CLIP text model 1024 wide (OpenCLIP-H shape), 77 tokens
-            cfg = transformers.CLIPTextConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
-                                              num_attention_heads=16, max_position_embeddings=77)
+            cfg = transformers.CLIPTextConfig(
+                hidden_size=1024,
+                intermediate_size=4096,
+                num_hidden_layers=23,
+                num_attention_heads=16,
+                max_position_embeddings=77,
+            )
             enc, tokens = transformers.CLIPTextModel(cfg), 77
     enc = enc.to(torch.float16 if device.type == "cuda" else torch.float32).eval()
     ids = torch.randint(0, 1000, (2 * batch if family == "star" else batch, tokens), device=device)
@@ -79,16 +72,34 @@ def _text_encoder_ms(family: str, batch: int, device: torch.device, repeats: int
     return medians(runs)["text"]
 
 
-def run(model: str, schedules: list[str], *, batch: int = 1, device: str = "cpu", warmup: int = 1, repeats: int = 3,
-        seed: int = 0, backend: str | None = None, h_div_w: float = 1.0, pn: str = "1M", profile_ops: bool = True,
-        text_encoder: bool = True) -> dict:
+def run(
+    model: str,
+    schedules: list[str],
+    *,
+    batch: int = 1,
+    device: str = "cpu",
+    warmup: int = 1,
+    repeats: int = 3,
+    seed: int = 0,
+    backend: str | None = None,
+    h_div_w: float = 1.0,
+    pn: str = "1M",
+    text_encoder: bool = True,
+) -> dict:
     """Benchmark ``schedules`` on ``model`` (a :mod:`stagevar.zoo` name); returns a JSON-ready dict."""
     dev = torch.device(device)
     built = zoo.build(model, dev, h_div_w=h_div_w, pn=pn)
     result = {
-        "model": model, "device": _device_name(dev), "date": datetime.date.today().isoformat(),
-        "torch": torch.__version__, "batch": batch, "warmup": warmup, "repeats": repeats, "backend": backend,
-        "scales": None, "schedules": {},
+        "model": model,
+        "device": _device_name(dev),
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "batch": batch,
+        "warmup": warmup,
+        "repeats": repeats,
+        "backend": backend,
+        "scales": None,
+        "schedules": {},
     }
     for name in schedules:
         schedule = resolve(name, built.family)
@@ -109,8 +120,7 @@ def run(model: str, schedules: list[str], *, batch: int = 1, device: str = "cpu"
         entry = {"ms": medians(runs), "runs": runs}
         if dev.type == "cuda":
             entry["peak_memory_bytes"] = torch.cuda.max_memory_allocated(dev)
-        if profile_ops:
-            entry["op_ms"] = _op_time_ms(built, schedule, batch, seed, backend, dev)
+        entry["op_ms"] = entry["ms"].get("ops", 0.0)
         result["schedules"][name] = entry
     if text_encoder:
         result["text_encoder_ms"] = _text_encoder_ms(built.family, batch, dev, max(1, repeats))
@@ -136,11 +146,15 @@ def table(result: dict) -> str:
     if all("op_ms" in result["schedules"][n] for n in names):
         rows.append(["in ops", "", ""] + [f"{result['schedules'][n]['op_ms']:.2f}" for n in names])
     if all("peak_memory_bytes" in result["schedules"][n] for n in names):
-        rows.append(["peak GiB", "", ""] + [f"{result['schedules'][n]['peak_memory_bytes'] / 2**30:.2f}" for n in names])
+        rows.append(
+            ["peak GiB", "", ""] + [f"{result['schedules'][n]['peak_memory_bytes'] / 2**30:.2f}" for n in names]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
-    head = (f"{result['model']} | batch {result['batch']} | {result['device']} | {result['date']} | "
-            f"median of {result['repeats']} after {result['warmup']} warm-up")
+    head = (
+        f"{result['model']} | batch {result['batch']} | {result['device']} | {result['date']} | "
+        f"median of {result['repeats']} after {result['warmup']} warm-up"
+    )
     if result.get("text_encoder_ms") is not None:
         head += f" | text encoder {result['text_encoder_ms']:.2f} ms (apart)"
     return head + "\n" + "\n".join(lines)

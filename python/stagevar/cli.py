@@ -11,8 +11,11 @@ from pathlib import Path
 
 import torch
 
-FAMILY_MODELS = {"infinity-2b": ("infinity", "infinity_2b"), "infinity-8b": ("infinity", "infinity_8b"),
-                 "star": ("star", "star-d30-1024")}
+FAMILY_MODELS = {
+    "infinity-2b": ("infinity", "infinity_2b"),
+    "infinity-8b": ("infinity", "infinity_8b"),
+    "star": ("star", "star-d30-1024"),
+}
 
 
 class UsageError(Exception):
@@ -44,16 +47,20 @@ def _batches(items: list, size: int):
 def _load_model(args):
     """(family, model, vae, encode) from local checkpoint paths; ``encode(prompts)`` gives the text rows."""
     family, config = FAMILY_MODELS[args.model]
-    for path, what in ((args.checkpoint, "checkpoint"), (args.vae, "VAE checkpoint"), (args.text_encoder,
-                                                                                           "text encoder")):
+    for path, what in (
+        (args.checkpoint, "checkpoint"),
+        (args.vae, "VAE checkpoint"),
+        (args.text_encoder, "text encoder"),
+    ):
         _existing(path, what)
     device = torch.device(args.device)
     if family == "infinity":
         from .models.infinity import encode_prompts, load_infinity, load_t5
 
         model, vae = load_infinity(config, args.checkpoint, args.vae, device=device)
-        tokenizer, encoder = load_t5(args.text_encoder, device=device,
-                                     dtype=torch.float16 if device.type == "cuda" else torch.float32)
+        tokenizer, encoder = load_t5(
+            args.text_encoder, device=device, dtype=torch.float16 if device.type == "cuda" else torch.float32
+        )
         return family, model, vae, lambda prompts: encode_prompts(tokenizer, encoder, prompts)
     from .models.star import build_star, load_clip_text_encoder, load_star, load_vqvae
 
@@ -70,8 +77,9 @@ def _session_factory(args, family, model, vae, encode):
 
         scales = get_scale_schedule(args.aspect_ratio, args.pn)
         cfg = 3.0 if args.cfg is None else args.cfg
-        return lambda prompts, seeds: new_session(model, vae, scales, encode(prompts), seeds=seeds, cfg_list=cfg,
-                                                  tau_list=args.tau)
+        return lambda prompts, seeds: new_session(
+            model, vae, scales, encode(prompts), seeds=seeds, cfg_list=cfg, tau_list=args.tau
+        )
     from .models.star import new_session
 
     if args.aspect_ratio != 1.0 or args.pn != "1M":
@@ -126,8 +134,10 @@ def cmd_calibrate(args) -> int:
         prompts = _prompts(args)
         family, model, vae, encode = _load_model(args)
         factory = _session_factory(args, family, model, vae, encode)
-        sessions = (factory(batch, [args.seed + s + i for i in range(len(batch))])
-                    for s, batch in _batches(prompts, args.batch_size))
+        sessions = (
+            factory(batch, [args.seed + s + i for i in range(len(batch))])
+            for s, batch in _batches(prompts, args.batch_size)
+        )
     base = resolve(args.schedule, family)
     result = calibrate(sessions, base, alpha=args.alpha)
     print(result.table())
@@ -141,9 +151,18 @@ def cmd_bench(args) -> int:
     from . import benchmark
 
     schedules = [s.strip() for s in args.schedules.split(",") if s.strip()]
-    result = benchmark.run(args.model, schedules, batch=args.batch_size, device=args.device, warmup=args.warmup,
-                           repeats=args.repeats, backend=args.backend, h_div_w=args.aspect_ratio, pn=args.pn,
-                           text_encoder=not args.no_text_encoder)
+    result = benchmark.run(
+        args.model,
+        schedules,
+        batch=args.batch_size,
+        device=args.device,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        backend=args.backend,
+        h_div_w=args.aspect_ratio,
+        pn=args.pn,
+        text_encoder=not args.no_text_encoder,
+    )
     print(benchmark.table(result))
     if args.json:
         benchmark.save(result, args.json)
@@ -187,8 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate", help="per-unit rank ratios from vanilla generations (paper, appendix A.1)")
     _add_loading(p, required=False)
-    p.add_argument("--random", choices=["infinity-2b", "infinity-8b", "infinity-demo", "infinity-tiny", "star-d30",
-                                        "star-tiny"], help="calibrate a random-weight model instead of checkpoints")
+    p.add_argument(
+        "--random",
+        choices=["infinity-2b", "infinity-8b", "infinity-demo", "infinity-tiny", "star-d30", "star-tiny"],
+        help="calibrate a random-weight model instead of checkpoints",
+    )
     p.add_argument("--runs", type=int, default=4, help="generations with --random")
     p.add_argument("--schedule", default="paper", help="the schedule whose fidelity steps are calibrated")
     p.add_argument("--alpha", type=float, default=0.96)
@@ -196,8 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("bench", help="end-to-end latency of schedules side by side (random weights, real shapes)")
-    p.add_argument("--model", default="infinity-2b", choices=["infinity-2b", "infinity-8b", "infinity-demo",
-                                                             "infinity-tiny", "star-d30", "star-tiny"])
+    p.add_argument(
+        "--model",
+        default="infinity-2b",
+        choices=["infinity-2b", "infinity-8b", "infinity-demo", "infinity-tiny", "star-d30", "star-tiny"],
+    )
     p.add_argument("--schedules", default="vanilla,paper,skip-only,cfg-drop-only")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--aspect-ratio", type=float, default=1.0)

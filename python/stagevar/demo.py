@@ -61,19 +61,39 @@ def run_demo(out: str | Path = "stagevar_demo.png", seed: int = 0, repeats: int 
     rows = [("step", "grid", "tokens", "paper does", "vanilla ms", "share", "paper ms", "share")]
     for k, (h, w) in enumerate(scales):
         v, p = van[f"scale{k}"], pap.get(f"scale{k}")
-        rows.append((
-            str(k), f"{h}x{w}", str(h * w), _describe(plan[k], h * w), f"{v:.0f}", f"{v / van['total']:.1%}",
-            "-" if p is None else f"{p:.0f}", "-" if p is None else f"{p / pap['total']:.1%}",
-        ))
-    rows.append(("decode", "", "", "", f"{van['decode']:.0f}", f"{van['decode'] / van['total']:.1%}",
-                 f"{pap['decode']:.0f}", f"{pap['decode'] / pap['total']:.1%}"))
+        rows.append(
+            (
+                str(k),
+                f"{h}x{w}",
+                str(h * w),
+                _describe(plan[k], h * w),
+                f"{v:.0f}",
+                f"{v / van['total']:.1%}",
+                "-" if p is None else f"{p:.0f}",
+                "-" if p is None else f"{p / pap['total']:.1%}",
+            )
+        )
+    rows.append(
+        (
+            "decode",
+            "",
+            "",
+            "",
+            f"{van['decode']:.0f}",
+            f"{van['decode'] / van['total']:.1%}",
+            f"{pap['decode']:.0f}",
+            f"{pap['decode'] / pap['total']:.1%}",
+        )
+    )
     rows.append(("total", "", "", "", f"{van['total']:.0f}", "", f"{pap['total']:.0f}", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
     speedup = van["total"] / pap["total"]
-    print(f"speedup of the paper schedule over vanilla: {speedup:.2f}x ({torch.device(device).type}, "
-          f"{torch.get_num_threads()} threads; one run each, no warm-up)")
+    print(
+        f"speedup of the paper schedule over vanilla: {speedup:.2f}x ({torch.device(device).type}, "
+        f"{torch.get_num_threads()} threads; one run each, no warm-up)"
+    )
     save_side_by_side(results["vanilla"]["image"], results["paper"]["image"], out)
     print(f"saved {out} (left: vanilla, right: paper); the demo took {time.perf_counter() - start:.0f} s")
     return {"speedup": speedup, "vanilla_ms": van, "paper_ms": pap, "png": str(out)}

@@ -11,6 +11,8 @@ import torch
 
 import stagevar_kernels
 
+from .timing import StepTimer
+
 _MASK63 = (1 << 63) - 1
 
 
@@ -61,6 +63,7 @@ def fidelity_unit(
     projection: str = "rp",
     restoration: str = "rtr",
     backend: str | None = None,
+    timer=None,
 ) -> torch.Tensor:
     """Run one unit on a rank-``rank`` projection of ``x`` and restore its full output.
 
@@ -72,14 +75,21 @@ def fidelity_unit(
         seed: the projection seed of this (step, unit).
         cache: ``(R, h0*w0, C)`` the unit's output at the previous step (RTR's fill).
         cache_hw: ``(h0, w0)``.
+        timer: optional step timer; the two ops are timed under the label ``"ops"``.
     Returns:
         ``(R, h*w, C)`` the unit's restored output, ``x.dtype``.
     """
     hw = session.scales[step]
+    timer = timer or StepTimer()
+    timer.start("ops")
     xr, idx = stagevar_kernels.project_and_sample(x, rank, seed, backend=backend)
+    timer.stop("ops")
     if projection == "svd":
         xr = svd_features(x, rank)
     y = run_blocks(session, blocks, xr, step, positions=idx)
     if restoration == "lls":
         return lls_restore(x, xr, y)
-    return stagevar_kernels.restore_merge(y, idx, cache.to(y.dtype), cache_hw, hw, restore_mode, backend=backend)
+    timer.start("ops")
+    out = stagevar_kernels.restore_merge(y, idx, cache.to(y.dtype), cache_hw, hw, restore_mode, backend=backend)
+    timer.stop("ops")
+    return out

@@ -15,16 +15,9 @@ import torch
 from .fidelity import fidelity_unit, rank_for, run_blocks, unit_seed
 from .models.session import rows_for
 from .schedule import StageSchedule
+from .timing import StepTimer
 
 UnitObserver = Callable[[int, int, torch.Tensor], None]
-
-
-class StepTimer:
-    """Hooks around each scale step and the decode (no-ops here; the benchmark times them with device events)."""
-
-    def start(self, label: str) -> None: ...
-
-    def stop(self, label: str) -> None: ...
 
 
 @dataclass
@@ -59,7 +52,8 @@ def generate(
         backend: backend of the two ops (``None``: the fastest on the device).
         observer: called as ``observer(step, unit, x)`` with each unit's input ``(R, h*w, C)`` at full steps
             (calibration records them).
-        timer: optional :class:`StepTimer`; labels are ``"scale{k}"`` and ``"decode"``.
+        timer: optional :class:`StepTimer`; labels are ``"scale{k}"``, ``"decode"`` and ``"ops"`` (the two
+            stagevar ops, summed).
         decode: decode the codes (otherwise return ``None``; the codes stay in the session).
     Returns:
         ``(B, 3, H, W)`` float images in ``[0, 1]``, or ``None`` without ``decode``.
@@ -94,6 +88,7 @@ def generate(
                         projection=schedule.projection,
                         restoration=schedule.restoration,
                         backend=backend,
+                        timer=timer,
                     )
                 else:  # semantic and structure establishment: the model as it is
                     if observer is not None:

@@ -58,7 +58,9 @@ class StageSchedule:
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
-        ratios = tuple(tuple(float(v) for v in r) if isinstance(r, (list, tuple)) else float(r) for r in self.rank_ratios)
+        ratios = tuple(
+            tuple(float(v) for v in r) if isinstance(r, (list, tuple)) else float(r) for r in self.rank_ratios
+        )
         object.__setattr__(self, "rank_ratios", ratios)
         self.validate()
 
@@ -88,7 +90,9 @@ class StageSchedule:
             if any(zero) and not all(zero):
                 raise ValueError(f"rank_ratios[{step}]: a step is skipped as a whole; 0 cannot be mixed with others")
             if skipping and not all(zero):
-                raise ValueError(f"rank_ratios[{step}]: only the last steps can be skipped (a 0 must be followed by 0s)")
+                raise ValueError(
+                    f"rank_ratios[{step}]: only the last steps can be skipped (a 0 must be followed by 0s)"
+                )
             skipping = skipping or all(zero)
             if self.projection == "none" and not all(v in (0.0, 1.0) for v in values):
                 raise ValueError(f"rank_ratios[{step}]: with projection='none' a step is either run (1) or skipped (0)")
@@ -105,7 +109,9 @@ class StageSchedule:
         for spec in self.rank_ratios:
             values = spec if isinstance(spec, tuple) else (spec,) * num_units
             if len(values) != num_units:
-                raise ValueError(f"rank_ratios: per-unit list of {len(values)} ratios for a model with {num_units} units")
+                raise ValueError(
+                    f"rank_ratios: per-unit list of {len(values)} ratios for a model with {num_units} units"
+                )
             if all(v == 0.0 for v in values):
                 steps.append(StepPlan("skip", self.guidance))
             elif self.projection == "none":

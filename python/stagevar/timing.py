@@ -7,11 +7,17 @@ import time
 
 import torch
 
-from .generate import StepTimer
+
+class StepTimer:
+    """Hooks around labelled spans of a generation (no-ops here; the subclasses below measure them)."""
+
+    def start(self, label: str) -> None: ...
+
+    def stop(self, label: str) -> None: ...
 
 
 class CPUTimer(StepTimer):
-    """Wall-clock time of each labelled span (the CPU runs eagerly, so no synchronisation is needed)."""
+    """Wall-clock time of each labelled span, summed over repeats of a label (the CPU runs eagerly)."""
 
     def __init__(self):
         self._open: dict[str, float] = {}
@@ -21,29 +27,30 @@ class CPUTimer(StepTimer):
         self._open[label] = time.perf_counter()
 
     def stop(self, label: str) -> None:
-        self.ms[label] = (time.perf_counter() - self._open.pop(label)) * 1e3
+        self.ms[label] = self.ms.get(label, 0.0) + (time.perf_counter() - self._open.pop(label)) * 1e3
 
     def finish(self) -> dict[str, float]:
         return dict(self.ms)
 
 
 class CUDAEventTimer(StepTimer):
-    """Device time of each labelled span from CUDA events; read after :meth:`finish` synchronises once."""
+    """Device time of each labelled span from CUDA events, summed over repeats of a label; read after
+    :meth:`finish`, which synchronises once (no synchronisation inside the timed generation)."""
 
     def __init__(self):
-        self._events: dict[str, tuple[torch.cuda.Event, torch.cuda.Event]] = {}
+        self._events: dict[str, list[tuple[torch.cuda.Event, torch.cuda.Event]]] = {}
 
     def start(self, label: str) -> None:
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin = torch.cuda.Event(enable_timing=True)
         begin.record()
-        self._events[label] = (begin, end)
+        self._events.setdefault(label, []).append((begin, torch.cuda.Event(enable_timing=True)))
 
     def stop(self, label: str) -> None:
-        self._events[label][1].record()
+        self._events[label][-1][1].record()
 
     def finish(self) -> dict[str, float]:
         torch.cuda.synchronize()
-        return {label: begin.elapsed_time(end) for label, (begin, end) in self._events.items()}
+        return {label: sum(b.elapsed_time(e) for b, e in pairs) for label, pairs in self._events.items()}
 
 
 def timer_for(device: torch.device) -> CPUTimer | CUDAEventTimer:

@@ -17,7 +17,13 @@ from .models.infinity.config import InfinityConfig, VAEConfig, get_config
 # A small model of Infinity's architecture that generates at the full 1024x1024 schedule in seconds on a CPU:
 # 8 chunks of one block like the 2B's 8 chunks, 64 wide, and a thin VAE decoder with the 2B's 16x upsampling.
 DEMO_INFINITY = InfinityConfig(
-    "infinity_demo", depth=8, embed_dim=64, num_heads=2, block_chunks=8, text_channels=128, text_maxlen=64,
+    "infinity_demo",
+    depth=8,
+    embed_dim=64,
+    num_heads=2,
+    block_chunks=8,
+    text_channels=128,
+    text_maxlen=64,
     vae=VAEConfig(codebook_dim=32, patch_size=16, ch_mult=(1, 1, 1, 1, 1), base_ch=32, num_res_blocks=1),
 )
 

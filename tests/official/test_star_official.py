@@ -31,6 +31,7 @@ from stagevar.models.star import (  # noqa: E402
     teacher_forced_logits,
 )
 from stagevar.models.star.config import PATCH_NUMS_1024, STARConfig, VQVAEConfig  # noqa: E402
+from stagevar.models.star.official import official_call, plain_runner  # noqa: E402
 from stagevar.models.star.quant import idx_to_var_input  # noqa: E402
 
 PN = (1, 2, 3, 5, 6)
@@ -172,6 +173,8 @@ def test_autoregressive_infer_cfg_same_images(pair):
     torch.testing.assert_close(model.autoregressive_infer_cfg(**args), ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(generate(ovar, None, (hidden, mask, pool), batch=1, seeds=5, **KW), ref,
                                rtol=1e-4, atol=1e-4)
+    # the entry point accelerate() installs, with the plain runner, on the official object
+    torch.testing.assert_close(official_call(ovar, plain_runner, **args), ref, rtol=1e-4, atol=1e-4)
 
 
 def test_vae_decode_equal(pair):

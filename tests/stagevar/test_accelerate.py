@@ -18,9 +18,20 @@ def tiny():
 def _official_args(tiny, seed=7):
     text = zoo.random_infinity_text(tiny.model.text_norm.weight.shape[0], 1, 0)
     scales = [(1, h, w) for h, w in get_scale_schedule(1.0, "0.06M")]
-    return text, dict(vae=tiny.vae, scale_schedule=scales, label_B_or_BLT=text.as_upstream(), B=1, g_seed=seed,
-                      cfg_list=[3.0] * len(scales), tau_list=[0.5] * len(scales), top_k=900, top_p=0.97,
-                      cfg_insertion_layer=0, vae_type=32, ret_img=True)
+    return text, dict(
+        vae=tiny.vae,
+        scale_schedule=scales,
+        label_B_or_BLT=text.as_upstream(),
+        B=1,
+        g_seed=seed,
+        cfg_list=[3.0] * len(scales),
+        tau_list=[0.5] * len(scales),
+        top_k=900,
+        top_p=0.97,
+        cfg_insertion_layer=0,
+        vae_type=32,
+        ret_img=True,
+    )
 
 
 def test_family_detection(tiny):
@@ -73,8 +84,16 @@ def test_vanilla_schedule_through_accelerate_is_bit_identical(tiny):
 def test_accelerate_star():
     built = zoo.build("star-tiny")
     hidden, mask, pool = zoo.random_star_text(1, 0, built.model.blocks[0].cross_attn.mat_kv.weight.shape[1])
-    kwargs = dict(B=1, encoder_hidden_states=hidden, encoder_attention_mask=mask, encoder_pool_feat=pool, g_seed=5,
-                  cfg=4.5, top_k=600, top_p=0.8)
+    kwargs = dict(
+        B=1,
+        encoder_hidden_states=hidden,
+        encoder_attention_mask=mask,
+        encoder_pool_feat=pool,
+        g_seed=5,
+        cfg=4.5,
+        top_k=600,
+        top_p=0.8,
+    )
     plain = built.model.autoregressive_infer_cfg(**kwargs)
     with stagevar.accelerated(built.model, "paper"):
         fast = built.model.autoregressive_infer_cfg(**kwargs)

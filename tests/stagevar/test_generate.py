@@ -19,8 +19,16 @@ def tiny():
 
 def _session(tiny, batch=1, seed=0, pn="0.06M", h_div_w=1.0, **kw):
     text = zoo.random_infinity_text(tiny.model.text_norm.weight.shape[0], batch, seed)
-    return new_session(tiny.model, tiny.vae, get_scale_schedule(h_div_w, pn), text, cfg_list=3.0, tau_list=0.5,
-                       seeds=[seed + i for i in range(batch)], **kw)
+    return new_session(
+        tiny.model,
+        tiny.vae,
+        get_scale_schedule(h_div_w, pn),
+        text,
+        cfg_list=3.0,
+        tau_list=0.5,
+        seeds=[seed + i for i in range(batch)],
+        **kw,
+    )
 
 
 def test_vanilla_equals_the_plain_loop_bit_for_bit(tiny):
@@ -78,7 +86,9 @@ def test_projected_rows_use_the_positions_of_idx_and_restoration_sources(tiny, m
     monkeypatch.setattr(fidelity.stagevar_kernels, "restore_merge", spy_restore)
     s = _session(tiny, batch=1)
     run_block = s.run_block
-    monkeypatch.setattr(s, "run_block", lambda b, x, si, p=None: (calls["positions"].append(p), run_block(b, x, si, p))[1])
+    monkeypatch.setattr(
+        s, "run_block", lambda b, x, si, p=None: (calls["positions"].append(p), run_block(b, x, si, p))[1]
+    )
     schedule = presets("infinity")["paper"]
     stagevar.generate(s, schedule)
     units = len(s.units("chunk"))
@@ -87,7 +97,7 @@ def test_projected_rows_use_the_positions_of_idx_and_restoration_sources(tiny, m
     assert len(calls["project"]) == units and len(calls["restore"]) == units
     fed = [p for p in calls["positions"] if p is not None]
     assert len(fed) == sum(len(u) for u in s.units("chunk"))
-    for u, ((x, rank, seed, idx), (y, ridx, cache, src, dst, mode, out)) in enumerate(
+    for u, ((_, rank, seed, idx), (y, ridx, cache, src, dst, mode, out)) in enumerate(
         zip(calls["project"], calls["restore"])
     ):
         assert rank == max(1, round(0.176 * h * w)) and seed == fidelity.unit_seed(schedule.seed, k, u)
@@ -104,8 +114,9 @@ def test_projected_rows_use_the_positions_of_idx_and_restoration_sources(tiny, m
         assert torch.equal(calls["project"][u][0], calls["restore"][u - 1][6])
 
 
-@pytest.mark.parametrize("h_div_w", [1.0, 1.25, 0.8, 1.333, 0.75, 1.5, 0.666, 1.75, 0.571, 2.0, 0.5, 2.5, 0.4, 3.0,
-                                     0.333])
+@pytest.mark.parametrize(
+    "h_div_w", [1.0, 1.25, 0.8, 1.333, 0.75, 1.5, 0.666, 1.75, 0.571, 2.0, 0.5, 2.5, 0.4, 3.0, 0.333]
+)
 def test_paper_runs_for_every_aspect_ratio_template(tiny, h_div_w):
     s = _session(tiny, batch=1, h_div_w=h_div_w)
     images = stagevar.generate(s, presets("infinity")["paper"])
@@ -131,8 +142,17 @@ def test_no_state_survives_between_generations(tiny):
     assert torch.equal(first, again)
 
 
-@pytest.mark.parametrize("variant", [{"projection": "svd"}, {"restoration": "lls"}, {"unit": "block"},
-                                     {"guidance": "cond"}, {"guidance": "cfg"}, {"restore_mode": "bicubic"}])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"projection": "svd"},
+        {"restoration": "lls"},
+        {"unit": "block"},
+        {"guidance": "cond"},
+        {"guidance": "cfg"},
+        {"restore_mode": "bicubic"},
+    ],
+)
 def test_schedule_variants_run(tiny, variant):
     schedule = presets("infinity")["paper"].with_(**variant)
     images = stagevar.generate(_session(tiny, batch=2), schedule)

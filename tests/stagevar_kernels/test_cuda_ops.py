@@ -24,6 +24,15 @@ LAYOUTS = ["contiguous", "permuted", "sliced"]
 DEV = "cuda"
 
 
+@pytest.fixture(autouse=True)
+def _exact_fp32_matmul():
+    # The fp32 reference product must not run in TF32 (a global another test or the user may have switched on).
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _cuda_project(x, rank, seed):
     return torch.ops.stagevar._project_and_sample_cuda(x, rank, seed)
 
@@ -53,6 +62,16 @@ def _check_project(x, rank, seed):
 def test_project_matches_reference(batch, rows, channels, rank, dtype, layout):
     x = strided_like(torch.randn(batch, rows, channels, device=DEV).to(dtype), layout)
     _check_project(x, rank, seed=1234)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels", [130, 100, 64])
+def test_project_row_strided_vector_loads_and_tail(dtype, channels):
+    # Unit channel stride, 16-byte aligned rows: the 16-byte load path, with a partial last vector for 130.
+    x = torch.randn(2, 75, 136, device=DEV).to(dtype)[:, :, :channels]
+    _check_project(x, 33, seed=8)
+    _check_project(x[:, 1:], 33, seed=8)  # base pointer off by one row: still aligned (136 * size)
+    _check_project(x[:, :, 1:], 33, seed=8)  # base pointer off by one element: element loads
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -79,10 +79,7 @@ def test_two_draws_follow_sampling_without_replacement():
     total = w.sum().item()
     # P(i in sample) = w_i/W + sum_{j != i} (w_j/W) * w_i/(W - w_j)
     incl = torch.tensor(
-        [
-            w[i] / total + sum(w[j] / total * w[i] / (total - w[j]) for j in range(5) if j != i)
-            for i in range(5)
-        ],
+        [w[i] / total + sum(w[j] / total * w[i] / (total - w[j]) for j in range(5) if j != i) for i in range(5)],
         dtype=torch.float64,
     )
     expected = draws * incl

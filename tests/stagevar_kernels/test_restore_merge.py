@@ -22,7 +22,9 @@ def _expected(y, idx, cache, src, dst, mode):
 
 
 @pytest.mark.parametrize("mode", RESTORE_MODES)
-@pytest.mark.parametrize("src,dst", [((3, 3), (5, 5)), ((4, 5), (6, 7)), ((6, 6), (4, 4)), ((1, 1), (3, 2)), ((5, 7), (5, 7))])
+@pytest.mark.parametrize(
+    "src,dst", [((3, 3), (5, 5)), ((4, 5), (6, 7)), ((6, 6), (4, 4)), ((1, 1), (3, 2)), ((5, 7), (5, 7))]
+)
 def test_reference_matches_interpolate_then_scatter(mode, src, dst):
     batch, channels = 2, 6
     rank = min(4, dst[0] * dst[1])

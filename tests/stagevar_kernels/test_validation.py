@@ -94,5 +94,7 @@ def test_restore_merge_mixed_devices():
 def test_empty_batch_returns_empty():
     xr, idx = sk.project_and_sample(torch.randn(0, 5, 3), 2, 0)
     assert xr.shape == (0, 2, 3) and idx.shape == (0, 2)
-    out = sk.restore_merge(torch.randn(0, 2, 3), torch.zeros(0, 2, dtype=torch.long), torch.randn(0, 4, 3), (2, 2), (3, 3))
+    out = sk.restore_merge(
+        torch.randn(0, 2, 3), torch.zeros(0, 2, dtype=torch.long), torch.randn(0, 4, 3), (2, 2), (3, 3)
+    )
     assert out.shape == (0, 9, 3)

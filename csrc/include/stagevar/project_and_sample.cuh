@@ -44,6 +44,7 @@ constexpr int kSelectThreads = 512;
 struct ProjectParams {
   const void* x;     // (B, M, D) with the strides below (in elements)
   int64_t x_stride_b, x_stride_m, x_stride_d;
+  bool x_vec16;      // channel stride 1 and every row start 16-byte aligned: 16-byte loads
   void* xr;          // (B, rank, D) contiguous, x's dtype
   float* partial;    // (B, ceil(D / kProjTileD), M) fp32 partial squared norms
   int batch, rows, channels, rank;
@@ -76,9 +77,35 @@ __device__ __forceinline__ float sum_squares(const T* v, int count) {
 }
 
 // Loads the (TK x kProjTileD) tile of x at rows [i0, i0+TK), channels [d0, d0+64) into smem (zero outside),
-// converted to S. Consecutive threads read consecutive channels (coalesced when the channel stride is 1).
+// converted to S. With p.x_vec16 (unit channel stride, 16-byte aligned rows; decided by the launcher) each thread
+// reads 16-byte vectors (a 2-byte element per load would make the tile load issue-bound); the channel tail and
+// every other layout use coalesced element loads through the strides.
 template <typename T, typename S, int TK, int LD, int NT>
 __device__ __forceinline__ void load_x_tile(const ProjectParams& p, const T* xb, int i0, int d0, S (*tile)[LD]) {
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  if (p.x_vec16) {
+    constexpr int kVecPerRow = kProjTileD / kVec;
+    for (int e = threadIdx.x; e < TK * kVecPerRow; e += NT) {
+      const int kk = e / kVecPerRow;
+      const int dd = (e % kVecPerRow) * kVec;
+      const int i = i0 + kk;
+      const int d = d0 + dd;
+      const T* src = xb + i * p.x_stride_m + d;
+      if (i < p.rows && d + kVec <= p.channels) {
+        const uint4 raw = *reinterpret_cast<const uint4*>(src);
+        const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int q = 0; q < kVec; ++q) tile[kk][dd + q] = from_float<S>(to_float(v[q]));
+      } else {
+#pragma unroll
+        for (int q = 0; q < kVec; ++q) {
+          const float f = (i < p.rows && d + q < p.channels) ? to_float(src[q]) : 0.0f;
+          tile[kk][dd + q] = from_float<S>(f);
+        }
+      }
+    }
+    return;
+  }
   for (int e = threadIdx.x; e < TK * kProjTileD; e += NT) {
     const int kk = e / kProjTileD;
     const int dd = e % kProjTileD;

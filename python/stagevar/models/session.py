@@ -75,7 +75,9 @@ class GenerationSession(Protocol):
         """
         ...
 
-    def run_block(self, block: nn.Module, x: torch.Tensor, si: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+    def run_block(
+        self, block: nn.Module, x: torch.Tensor, si: int, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One block at scale ``si`` on ``x`` ``(R, L, C)``; returns ``(R, L, C)``.
 
         ``positions``: int64 ``(R, L)`` flat indices into the scale's ``h*w`` grid giving each row's RoPE position;

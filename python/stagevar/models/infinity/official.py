@@ -29,11 +29,35 @@ def plain_runner(session, *, decode=True, call_seed=None):
 
 
 def official_call(
-    model, runner, vae=None, scale_schedule=None, label_B_or_BLT=None, B=1, negative_label_B_or_BLT=None,
-    force_gt_Bhw=None, g_seed=None, cfg_list=(), tau_list=(), cfg_sc=3, top_k=0, top_p=0.0, returns_vemb=0,
-    ratio_Bl1=None, gumbel=0, norm_cfg=False, cfg_exp_k=0.0, cfg_insertion_layer=(-5,), vae_type=0,
-    softmax_merge_topk=-1, ret_img=False, trunk_scale=1000, gt_leak=0, gt_ls_Bl=None, inference_mode=False,
-    save_img_path=None, sampling_per_bits=1,
+    model,
+    runner,
+    vae=None,
+    scale_schedule=None,
+    label_B_or_BLT=None,
+    B=1,
+    negative_label_B_or_BLT=None,
+    force_gt_Bhw=None,
+    g_seed=None,
+    cfg_list=(),
+    tau_list=(),
+    cfg_sc=3,
+    top_k=0,
+    top_p=0.0,
+    returns_vemb=0,
+    ratio_Bl1=None,
+    gumbel=0,
+    norm_cfg=False,
+    cfg_exp_k=0.0,
+    cfg_insertion_layer=(-5,),
+    vae_type=0,
+    softmax_merge_topk=-1,
+    ret_img=False,
+    trunk_scale=1000,
+    gt_leak=0,
+    gt_ls_Bl=None,
+    inference_mode=False,
+    save_img_path=None,
+    sampling_per_bits=1,
 ):
     """Upstream ``Infinity.autoregressive_infer_cfg`` semantics driven by ``runner(session, decode, call_seed)``."""
     if vae is None or scale_schedule is None or label_B_or_BLT is None:
@@ -52,9 +76,19 @@ def official_call(
     if trunk_scale < n:
         raise ValueError(f"trunk_scale={trunk_scale} < {n} scales is not supported")
     seed = None if g_seed is None else int(g_seed)
-    session = new_session(model, vae, scale_schedule, label_B_or_BLT, batch=B,
-                          negative_text=negative_label_B_or_BLT or None, seeds=seed, cfg_list=cfg_list[:n],
-                          tau_list=tau_list[:n], top_k=top_k, top_p=top_p)
+    session = new_session(
+        model,
+        vae,
+        scale_schedule,
+        label_B_or_BLT,
+        batch=B,
+        negative_text=negative_label_B_or_BLT or None,
+        seeds=seed,
+        cfg_list=cfg_list[:n],
+        tau_list=tau_list[:n],
+        top_k=top_k,
+        top_p=top_p,
+    )
     images = runner(session, decode=bool(ret_img), call_seed=seed)
     if not ret_img:
         return [], [], []

@@ -96,10 +96,12 @@ def self_attention_qkv(attn: nn.Module, h: torch.Tensor, cos: torch.Tensor | Non
     R, L, C = h.shape
     H = num_heads_of(attn)
     bias = torch.cat((attn.q_bias, attn.zero_k_bias, attn.v_bias))
-    qkv = F.linear(h, attn.mat_qkv.weight, bias).view(R, L, 3, H, C // H)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    if cos is not None:
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    qkv = F.linear(h, attn.mat_qkv.weight, bias).view(R, L, 3, H, C // H).permute(2, 0, 3, 1, 4)
+    v = qkv[2]
+    if cos is not None:  # q and k rotated together: one pass over both
+        q, k = apply_rope(qkv[:2], cos, sin).unbind(0)
+    else:
+        q, k = qkv[0], qkv[1]
     q = F.normalize(q, dim=-1).mul(_scale_mul(attn)).to(v.dtype)
     k = F.normalize(k, dim=-1).to(v.dtype)
     return q, k, v

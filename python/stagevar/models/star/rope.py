@@ -42,7 +42,7 @@ def rope_tables(head_dim: int, patch_nums, theta: float, norm: float, device=Non
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs of ``x`` ``(R, H, L, c)`` by the angles of ``cos``/``sin``.
+    """Rotate adjacent channel pairs of ``x`` ``(..., R, H, L, c)`` by the angles of ``cos``/``sin``.
 
     ``cos``/``sin``: float32 ``(L, c/2)`` (shared by all rows) or ``(R, L, c/2)`` (per row). Computed in fp32 and
     returned in ``x``'s dtype, as upstream.

@@ -107,21 +107,19 @@ class STAR(nn.Module):
         w_mask: bool = False,
         sample_version: str = "new",
     ) -> torch.Tensor:
-        """Official signature and result: images ``(B, 3, H, W)`` float in ``[0, 1]``.
+        """Official signature and result: images ``(B, 3, H, W)`` float in ``[0, 1]`` (see :mod:`.official`).
 
         ``label_B`` is ignored (as upstream). ``w_mask`` has no effect: this model has no sampler head.
-        ``more_smooth`` (Gumbel visualisation mode) and ``sample_version='old'`` are not supported.
+        ``more_smooth`` (Gumbel visualisation mode) and ``sample_version='old'`` are not supported. Autocast is the
+        caller's, as upstream. ``stagevar.accelerate(model)`` replaces this method with the scheduled loop.
         """
-        from .session import generate
+        from .official import official_call, plain_runner
 
-        if more_smooth:
-            raise NotImplementedError("STAR: more_smooth (Gumbel-softmax visualisation) is not supported")
-        if sample_version == "old":
-            raise NotImplementedError("STAR: sample_version='old' is not supported")
-        if not self.vae_proxy:
-            raise ValueError("STAR.autoregressive_infer_cfg needs a VQ-VAE: call model.attach_vae(vae) first")
-        text = (encoder_hidden_states, encoder_attention_mask, encoder_pool_feat)
-        return generate(self, self.vae_proxy[0], text, batch=B, seeds=g_seed, cfg=cfg, top_k=top_k, top_p=top_p)
+        return official_call(
+            self, plain_runner, B, label_B, encoder_hidden_states, encoder_attention_mask, encoder_pool_feat,
+            g_seed=g_seed, cfg=cfg, top_k=top_k, top_p=top_p, more_smooth=more_smooth, w_mask=w_mask,
+            sample_version=sample_version,
+        )
 
 
 # ------------------------------------------------------------------------------------------- teacher forcing

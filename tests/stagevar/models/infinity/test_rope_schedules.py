@@ -14,8 +14,16 @@ from stagevar.models.infinity import (
 from stagevar.models.infinity.schedules import image_size, normalize_schedule, scale_starts
 
 # total tokens and last grid of each 1M template (reference/infinity.md section 3)
-TOKENS_1M = {1.0: ((64, 64), 10521), 1.25: ((70, 56), 10774), 1.333: ((72, 54), 10973), 1.5: ((78, 52), 10997),
-             1.75: ((84, 48), 11252), 2.0: ((90, 45), 11269), 2.5: ((100, 40), 10805), 3.0: ((111, 37), 11123)}
+TOKENS_1M = {
+    1.0: ((64, 64), 10521),
+    1.25: ((70, 56), 10774),
+    1.333: ((72, 54), 10973),
+    1.5: ((78, 52), 10997),
+    1.75: ((84, 48), 11252),
+    2.0: ((90, 45), 11269),
+    2.5: ((100, 40), 10805),
+    3.0: ((111, 37), 11123),
+}
 
 
 def test_templates_and_sizes():

@@ -39,8 +39,9 @@ def test_cached_loop_equals_teacher_forced(which, negative, request):
     neg = make_text([2, 7], seed=1) if negative else None  # different lengths: exercises the padding mask
     s = _run(model, vae, sched, text, negative_text=neg, seeds=0, cfg_list=3.0, tau_list=0.5, record=True)
     assert isinstance(s, GenerationSession)
-    rows = TextFeatures.cat([text, neg if negative else TextFeatures(torch.cat(
-        [model.cfg_uncond[:n] for n in text.lens]), text.lens)])
+    rows = TextFeatures.cat(
+        [text, neg if negative else TextFeatures(torch.cat([model.cfg_uncond[:n] for n in text.lens]), text.lens)]
+    )
     x_wo_prefix = torch.cat([r["input"] for r in s.records[1:]], dim=1).repeat(2, 1, 1)
     ref = teacher_forced_logits(model, rows, x_wo_prefix, sched)
     start = 0
@@ -181,15 +182,32 @@ def test_autoregressive_infer_cfg_official_format(tiny):
     sched = [(1, h, w) for h, w in get_scale_schedule(1.0, "0.06M")]
     text = make_text([4])
     ret, idx, img = model.autoregressive_infer_cfg(
-        vae=vae, scale_schedule=sched, label_B_or_BLT=text.as_upstream(), B=1, g_seed=3, cfg_list=[3.0] * 7,
-        tau_list=[0.5] * 7, top_k=900, top_p=0.97, cfg_insertion_layer=[0], vae_type=8, ret_img=True,
+        vae=vae,
+        scale_schedule=sched,
+        label_B_or_BLT=text.as_upstream(),
+        B=1,
+        g_seed=3,
+        cfg_list=[3.0] * 7,
+        tau_list=[0.5] * 7,
+        top_k=900,
+        top_p=0.97,
+        cfg_insertion_layer=[0],
+        vae_type=8,
+        ret_img=True,
     )
     s = _run(model, vae, sched, text, seeds=3, cfg_list=3.0, tau_list=0.5)
     assert ret == [] and idx == []
     assert torch.equal(img, to_uint8(s.decode()).flip(dims=(3,)))  # BGR as upstream
     with pytest.raises(ValueError, match="cfg_insertion_layer"):
-        model.autoregressive_infer_cfg(vae=vae, scale_schedule=sched, label_B_or_BLT=text.as_upstream(),
-                                       cfg_list=[3.0] * 7, tau_list=[1.0] * 7, cfg_insertion_layer=[-5], vae_type=8)
+        model.autoregressive_infer_cfg(
+            vae=vae,
+            scale_schedule=sched,
+            label_B_or_BLT=text.as_upstream(),
+            cfg_list=[3.0] * 7,
+            tau_list=[1.0] * 7,
+            cfg_insertion_layer=[-5],
+            vae_type=8,
+        )
 
 
 def test_skipped_scales_decode_accumulated_codes(tiny):
@@ -204,3 +222,25 @@ def test_skipped_scales_decode_accumulated_codes(tiny):
         s.finish_scale(si, x)
     assert s.codes().shape == (1, 8, 1, 16, 16)
     assert s.decode().shape == (1, 3, 64, 64)
+
+
+def test_interleaved_sessions_share_no_state(tiny):
+    model, vae = tiny
+    sched = get_scale_schedule(1.0, "0.06M")
+    alone = _run(model, vae, sched, make_text([3]), seeds=1, cfg_list=3.0).decode()
+    a = model.new_session(vae, sched, make_text([3]), seeds=1, cfg_list=3.0)
+    for si in range(3):
+        x = a.scale_input(si)
+        for u in a.units("chunk"):
+            for b in u:
+                x = a.run_block(b, x, si)
+        a.finish_scale(si, x)
+    _run(model, vae, sched, make_text([5, 2], seed=4), seeds=[7, 8], cfg_list=2.0)  # another generation meanwhile
+    for si in range(3, len(sched)):
+        x = a.scale_input(si)
+        for u in a.units("chunk"):
+            for b in u:
+                x = a.run_block(b, x, si)
+        a.finish_scale(si, x)
+    assert torch.equal(a.decode(), alone)
+    assert not any(hasattr(b.sa, "cached_k") for u in a.units("chunk") for b in u)

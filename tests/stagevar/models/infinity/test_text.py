@@ -40,3 +40,35 @@ def test_t5_loader_errors(tmp_path):
     if importlib.util.find_spec("transformers") is None:
         with pytest.raises(ImportError, match="transformers"):
             load_t5(str(tmp_path))
+
+
+def _tiny_t5_dir(path):
+    """A flan-T5-like encoder 128 wide with a 20-piece SentencePiece vocabulary, saved the HF way in ``path``."""
+    import sentencepiece as spm
+    import transformers as tf
+
+    corpus = path / "corpus.txt"
+    corpus.write_text("\n".join(["a photo of a cat", "a red dog on the grass", "an astronaut riding a horse"] * 50))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(path / "spiece"), vocab_size=20,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    out = path / "t5"
+    tf.T5Tokenizer(vocab_file=str(path / "spiece.model"), extra_ids=0, legacy=True).save_pretrained(str(out))
+    torch.manual_seed(0)
+    cfg = tf.T5Config(d_model=128, d_ff=64, d_kv=16, num_heads=2, num_layers=1, vocab_size=64,
+                      feed_forward_proj="gated-gelu")
+    tf.T5EncoderModel(cfg).save_pretrained(str(out))
+    return str(out)
+
+
+def test_t5_local_directory_end_to_end(tmp_path, tiny):
+    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("sentencepiece") is None:
+        pytest.skip("transformers/sentencepiece not installed")
+    from stagevar.models.infinity import encode_prompts, generate
+
+    tok, enc = load_t5(_tiny_t5_dir(tmp_path), device="cpu", dtype=torch.float32)
+    text = encode_prompts(tok, enc, ["a cat", "a red dog on the grass"], max_length=16)
+    assert text.batch == 2 and text.lens[0] < text.lens[1] <= 16 and text.feats.shape == (sum(text.lens), 128)
+    assert text.feats.dtype == torch.float32
+    model, vae = tiny
+    out = generate(model, vae, text, pn="0.06M", seeds=[0, 1])
+    assert out["uint8"].shape == (2, 64, 64, 3)

@@ -23,8 +23,11 @@ def make_text(batch: int, width: int = 64, seed: int = 0, same_prompt: bool = Fa
     e_hid = torch.randn(1, tokens, width, generator=g).expand(batch, -1, -1)
     e_pool = torch.randn(1, width, generator=g).expand(batch, -1)
     e_mask = (torch.arange(tokens)[None] < 2).long().expand(batch, -1)
-    return (torch.cat([hid, e_hid]).contiguous(), torch.cat([mask, e_mask]).contiguous(),
-            torch.cat([pool, e_pool]).contiguous())
+    return (
+        torch.cat([hid, e_hid]).contiguous(),
+        torch.cat([mask, e_mask]).contiguous(),
+        torch.cat([pool, e_pool]).contiguous(),
+    )
 
 
 def tiny(patch_nums=SHORT, depth=2, width=128, heads=4, seed=0):

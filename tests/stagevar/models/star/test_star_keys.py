@@ -19,25 +19,36 @@ C, H, V, CV, TXT, S = 1920, 30, 4096, 32, 1024, 14
 
 def expected_star() -> dict[str, tuple]:
     exp = {
-        "word_embed.weight": (C, CV), "word_embed.bias": (C,),
+        "word_embed.weight": (C, CV),
+        "word_embed.bias": (C,),
         "class_emb.weight": (1001, C),
         "pos_start": (1, 1, C),
         "lvl_embed.weight": (S, C),
-        "head_logits.weight": (V, C), "head_logits.bias": (V,),
-        "encoder_proj.weight": (C, TXT), "encoder_proj.bias": (C,),
+        "head_logits.weight": (V, C),
+        "head_logits.bias": (V,),
+        "encoder_proj.weight": (C, TXT),
+        "encoder_proj.bias": (C,),
     }
     per_block = {
         "attn.mat_qkv.weight": (3 * C, C),
-        "attn.q_bias": (C,), "attn.v_bias": (C,), "attn.zero_k_bias": (C,),
+        "attn.q_bias": (C,),
+        "attn.v_bias": (C,),
+        "attn.zero_k_bias": (C,),
         "attn.scale_mul_1H11": (1, H, 1, 1),
-        "attn.proj.weight": (C, C), "attn.proj.bias": (C,),
+        "attn.proj.weight": (C, C),
+        "attn.proj.bias": (C,),
         "cross_attn.mat_kv.weight": (2 * C, TXT),
         "cross_attn.mat_q.weight": (C, C),
-        "cross_attn.q_bias": (C,), "cross_attn.v_bias": (C,), "cross_attn.zero_k_bias": (C,),
+        "cross_attn.q_bias": (C,),
+        "cross_attn.v_bias": (C,),
+        "cross_attn.zero_k_bias": (C,),
         "cross_attn.scale_mul_1H11": (1, H, 1, 1),
-        "cross_attn.proj.weight": (C, C), "cross_attn.proj.bias": (C,),
-        "ffn.fc1.weight": (4 * C, C), "ffn.fc1.bias": (4 * C,),
-        "ffn.fc2.weight": (C, 4 * C), "ffn.fc2.bias": (C,),
+        "cross_attn.proj.weight": (C, C),
+        "cross_attn.proj.bias": (C,),
+        "ffn.fc1.weight": (4 * C, C),
+        "ffn.fc1.bias": (4 * C,),
+        "ffn.fc2.weight": (C, 4 * C),
+        "ffn.fc2.bias": (C,),
     }
     for i in range(30):
         exp.update({f"blocks.{i}.{k}": v for k, v in per_block.items()})
@@ -53,8 +64,12 @@ def _conv(p, cout, cin, k):
 
 
 def _res(p, cin, cout):
-    d = {**_gn(f"{p}.norm1", cin), **_conv(f"{p}.conv1", cout, cin, 3), **_gn(f"{p}.norm2", cout),
-         **_conv(f"{p}.conv2", cout, cout, 3)}
+    d = {
+        **_gn(f"{p}.norm1", cin),
+        **_conv(f"{p}.conv1", cout, cin, 3),
+        **_gn(f"{p}.norm2", cout),
+        **_conv(f"{p}.conv2", cout, cout, 3),
+    }
     if cin != cout:
         d.update(_conv(f"{p}.nin_shortcut", cout, cin, 1))
     return d
@@ -108,8 +123,11 @@ def _shapes(module) -> dict[str, tuple]:
 
 
 def _diff(got, exp):
-    return sorted(set(got) - set(exp)), sorted(set(exp) - set(got)), \
-        sorted(k for k in exp if k in got and got[k] != exp[k])
+    return (
+        sorted(set(got) - set(exp)),
+        sorted(set(exp) - set(got)),
+        sorted(k for k in exp if k in got and got[k] != exp[k]),
+    )
 
 
 def test_star_d30_keys_and_shapes():

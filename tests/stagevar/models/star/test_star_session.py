@@ -221,8 +221,18 @@ def test_autoregressive_infer_cfg_matches_session(tiny_model):
     model, vae = tiny_model
     hidden, mask, pool = make_text(2, seed=6)
     img = model.autoregressive_infer_cfg(
-        B=2, label_B=None, encoder_hidden_states=hidden, encoder_attention_mask=mask, encoder_pool_feat=pool,
-        g_seed=3, cfg=4.5, top_k=20, top_p=0.9, more_smooth=False, w_mask=True, sample_version="1024",
+        B=2,
+        label_B=None,
+        encoder_hidden_states=hidden,
+        encoder_attention_mask=mask,
+        encoder_pool_feat=pool,
+        g_seed=3,
+        cfg=4.5,
+        top_k=20,
+        top_p=0.9,
+        more_smooth=False,
+        w_mask=True,
+        sample_version="1024",
     )
     assert torch.equal(img, generate(model, vae, (hidden, mask, pool), batch=2, seeds=3, **KW))
     with pytest.raises(NotImplementedError):

@@ -1,0 +1,41 @@
+"""Microbenchmark of ``restore_merge`` at the paper's shapes (see ``conftest.py`` for shapes and timing).
+
+Implementations: ``eager`` (``baselines.restore_merge_eager``: ``F.interpolate`` of the whole cache, then a scatter of
+``y``), ``compile`` (``torch.compile`` of the same function) and every backend of
+``stagevar_kernels.available_backends(device)`` called through the registered op. ``extra_info`` holds
+``median_us`` (device time on CUDA), ``bytes`` and ``gbps``. Bytes count each byte of the op's interface once:
+``y``, ``idx`` and ``cache`` read, ``out`` written (the kernels' 4-byte-per-row inverse map is not counted).
+"""
+
+import pytest
+import torch
+from baselines import DEVICE, DTYPE, compiled, restore_merge_eager
+
+from stagevar_kernels import available_backends, ops
+
+IMPLS = ["eager", "compile"] + [f"backend-{name}" for name in available_backends(DEVICE)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_restore_merge(measure, restore_case, impl):
+    _, batch, rank, channels, src, dst, mode = restore_case
+    rows = dst[0] * dst[1]
+    y = torch.randn(batch, rank, channels, device=DEVICE, dtype=DTYPE)
+    cache = torch.randn(batch, src[0] * src[1], channels, device=DEVICE, dtype=DTYPE)
+    idx = torch.stack([torch.randperm(rows, device=DEVICE)[:rank].sort().values for _ in range(batch)])
+    if impl == "eager":
+        fn = lambda: restore_merge_eager(y, idx, cache, src, dst, mode)
+    elif impl == "compile":
+        torch._dynamo.reset()  # a fresh cache per case: the recompile limit would silently fall back to eager
+        compiled_fn = compiled(restore_merge_eager, DEVICE)
+        fn = lambda: compiled_fn(y, idx, cache, src, dst, mode)
+    else:
+        name = impl.removeprefix("backend-")
+        fn = lambda: ops.restore_merge(y, idx, cache, src, dst, mode, backend=name)
+    element = y.element_size()
+    nbytes = batch * ((rank + src[0] * src[1] + rows) * channels * element + rank * 8)
+    with torch.inference_mode():
+        out = measure(fn, nbytes=nbytes, impl=impl, dtype=str(DTYPE), mode=mode, src_hw=src, dst_hw=dst, rank=rank)
+        want = restore_merge_eager(y, idx, cache, src, dst, mode)
+    # Sanity (not a test of speed); loose: the eager baseline interpolates in DTYPE on the GPU.
+    torch.testing.assert_close(out.float(), want.float(), atol=5e-2, rtol=5e-2)
