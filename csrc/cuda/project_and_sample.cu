@@ -33,12 +33,13 @@ int compute_capability_major(int device) {
   return major;
 }
 
+// use_mma: fp16/bf16 on sm_80+ (never for fp32); it also fixes the channel tile, hence the workspace slices.
 template <typename T>
-void launch_projection(const ProjectParams& p, bool tensor_cores, cudaStream_t stream) {
-  const dim3 grid((p.channels + kProjTileD - 1) / kProjTileD, (p.rank + kProjTileR - 1) / kProjTileR,
+void launch_projection(const ProjectParams& p, bool use_mma, cudaStream_t stream) {
+  const dim3 grid(project_num_slices(p.channels, use_mma), (p.rank + kProjTileR - 1) / kProjTileR,
                   std::min(p.batch, 65535));
   if constexpr (!std::is_same_v<T, float>) {
-    if (tensor_cores) {
+    if (use_mma) {
       project_mma_kernel<T><<<grid, kProjThreadsMma, 0, stream>>>(p);
       return;
     }
@@ -65,7 +66,8 @@ std::tuple<at::Tensor, at::Tensor> project_and_sample_cuda(const at::Tensor& x, 
   auto idx = at::empty({batch, rank}, x.options().dtype(at::kLong));
   if (batch == 0) return {xr, idx};
 
-  const int num_slices = project_num_slices(static_cast<int>(channels));
+  const bool use_mma = x.scalar_type() != at::kFloat && compute_capability_major(x.device().index()) >= 8;
+  const int num_slices = project_num_slices(static_cast<int>(channels), use_mma);
   auto partial = at::empty({batch, num_slices, rows}, x.options().dtype(at::kFloat));
   auto keys = at::empty({batch, rows}, x.options().dtype(at::kInt));  // uint32 key bits
 
@@ -89,16 +91,15 @@ std::tuple<at::Tensor, at::Tensor> project_and_sample_cuda(const at::Tensor& x, 
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(rank)));  // float32(1/sqrt(rank)), as philox.py
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const bool tensor_cores = compute_capability_major(x.device().index()) >= 8;
   switch (x.scalar_type()) {
     case at::kFloat:
-      launch_projection<float>(p, tensor_cores, stream);
+      launch_projection<float>(p, false, stream);
       break;
     case at::kHalf:
-      launch_projection<__half>(p, tensor_cores, stream);
+      launch_projection<__half>(p, use_mma, stream);
       break;
     case at::kBFloat16:
-      launch_projection<__nv_bfloat16>(p, tensor_cores, stream);
+      launch_projection<__nv_bfloat16>(p, use_mma, stream);
       break;
     default:
       TORCH_CHECK(false, "unreachable");

@@ -2,7 +2,8 @@
 
 project (RP) -> run the unit's blocks on the r projected rows, each at the RoPE position of its representative
 token -> restore the full output from the computed rows and the unit's upsampled output at the previous step
-(RTR, Eq. 7-8). The Table 2 variants swap the projection (``svd``) or the restoration (``lls``).
+(RTR, Eq. 7-8). The Table 2 variants swap the projection (``svd``) or the restoration (``lls``); ``prune`` keeps
+FastVAR's pivotal tokens unprojected (a peer baseline for side-by-side benchmarks).
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ def svd_features(x: torch.Tensor, rank: int) -> torch.Tensor:
     """Exact rank-r features ``Sigma_r V_r^T`` of every row-batch item (the paper's Fig. 3 (3)): ``(R, r, C)``."""
     _, s, vh = torch.linalg.svd(x.float(), full_matrices=False)
     return (s[:, :rank, None] * vh[:, :rank]).to(x.dtype)
+
+
+def pivotal_rows(x: torch.Tensor, rank: int) -> torch.Tensor:
+    """FastVAR's token choice: the ``rank`` rows farthest (squared L2) from the row mean, sorted. int64 ``(R, r)``."""
+    xf = x.float()
+    score = (xf - xf.mean(dim=1, keepdim=True)).square().sum(dim=-1)
+    return torch.topk(score, rank, dim=1).indices.sort(dim=1).values
 
 
 def lls_restore(x: torch.Tensor, xr: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -82,7 +90,11 @@ def fidelity_unit(
     hw = session.scales[step]
     timer = timer or StepTimer()
     timer.start("ops")
-    xr, idx = stagevar_kernels.project_and_sample(x, rank, seed, backend=backend)
+    if projection == "prune":  # the FastVAR-style baseline: keep pivotal rows as they are, no projection
+        idx = pivotal_rows(x, rank)
+        xr = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    else:
+        xr, idx = stagevar_kernels.project_and_sample(x, rank, seed, backend=backend)
     timer.stop("ops")
     if projection == "svd":
         xr = svd_features(x, rank)

@@ -12,7 +12,8 @@ schedule; their last steps refine detail at their own final resolution). Per fid
 - ``unit``: what one projection spans: ``chunk`` (an Infinity block chunk, the paper's choice) or ``block``.
 - ``restore_mode``: the upsampling of the previous scale's unit output (``area``, as FastVAR).
 - ``projection``/``restoration``: ``rp`` + ``rtr`` (the paper), or the Table 2 variants ``svd`` (exact rank-r
-  SVD features) and ``lls`` (least-squares restoration, Eq. 6); ``none`` disables the projection.
+  SVD features) and ``lls`` (least-squares restoration, Eq. 6); ``prune`` keeps FastVAR's pivotal tokens (the
+  rows farthest from the mean) unprojected, a peer baseline; ``none`` disables the projection.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 GUIDANCES = ("cfg", "cond", "null")
 UNITS = ("chunk", "block")
 RESTORE_MODES = ("nearest", "bilinear", "bicubic", "area")
-PROJECTIONS = ("rp", "svd", "none")
+PROJECTIONS = ("rp", "svd", "prune", "none")
 RESTORATIONS = ("rtr", "lls")
 
 RatioSpec = float | tuple[float, ...]
@@ -167,6 +168,11 @@ class StageSchedule:
 PAPER_RANK_RATIO = 0.176  # alpha = 0.96 in the paper (Table 1), its chosen operating point
 
 
+def _fastvar_blocks(depth: int, keep: float) -> tuple[float, ...]:
+    # FastVAR as released prunes blocks 3..27 of Infinity-2B (``range(3, 28)``) and runs the others fully.
+    return tuple(keep if 3 <= i < 28 else 1.0 for i in range(depth))
+
+
 def presets(model: str = "infinity") -> dict[str, StageSchedule]:
     """The named schedules for ``model`` (``infinity`` or ``star``)."""
     if model not in ("infinity", "star"):
@@ -179,6 +185,12 @@ def presets(model: str = "infinity") -> dict[str, StageSchedule]:
             "paper": StageSchedule((PAPER_RANK_RATIO, 0.0, 0.0), guidance="null", unit="chunk", name="paper"),
             "skip-only": StageSchedule((1.0, 0.0, 0.0), projection="none", name="skip-only"),
             "cfg-drop-only": StageSchedule((1.0, 1.0, 1.0), guidance="null", projection="none", name="cfg-drop-only"),
+            # Peer baseline (FastVAR's released Infinity-2B setting, at block granularity): steps 32 and 40 keep
+            # 60% / 50% pivotal tokens in blocks 3..27, 48 and 64 are skipped; needs 32 blocks (unit="block").
+            "fastvar": StageSchedule(
+                (_fastvar_blocks(32, 0.6), _fastvar_blocks(32, 0.5), 0.0, 0.0),
+                projection="prune", unit="block", name="fastvar",
+            ),
         }
     # STAR (paper, section 4.1 and D.1): the last step at 0.176 with null guidance, one projection per block.
     return {

@@ -87,8 +87,10 @@ def _project_tile(
         tl.store(norm_part_ptr + (pid_b * num_d_tiles + pid_d) * M + offs_m, part, mask=mask_m)
 
     w0, w1, w2, w3 = tl.philox(seed, zero + offs_m[:, None], c_group, c_batch, zero)
-    rad_a = tl.sqrt(-2.0 * tl.log(_uniform(w0)))
-    rad_b = tl.sqrt(-2.0 * tl.log(_uniform(w2)))
+    # sqrt_rn: tl.sqrt compiles to sqrt.approx.f32 (seen in the sm_90 PTX), torch.sqrt is IEEE. tl.log/cos/sin
+    # compile to inlined libdevice code (no *.approx instructions), as accurate as the reference's.
+    rad_a = tl.sqrt_rn(-2.0 * tl.log(_uniform(w0)))
+    rad_b = tl.sqrt_rn(-2.0 * tl.log(_uniform(w2)))
     theta_a = 6.2831855 * _uniform(w1)
     theta_b = 6.2831855 * _uniform(w3)
     # Rows past M hold garbage normals, but their x rows were loaded as 0, so they add nothing.
@@ -228,9 +230,7 @@ def _project_and_sample_kernel(
 
 
 @triton.jit
-def _sampling_codes_kernel(
-    norm_part_ptr, codes_ptr, seed, M, NUM_D_TILES, BLOCK: tl.constexpr, INTERPRET: tl.constexpr
-):
+def _sampling_codes_kernel(norm_part_ptr, codes_ptr, seed, M, NUM_D_TILES, BLOCK: tl.constexpr):
     """codes[b, i] = orderable_keys(sampling_keys(sum_t part[b, t, i], gumbel[b, i]))[i] (int64)."""
     pid_m = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
@@ -238,7 +238,8 @@ def _sampling_codes_kernel(
     mask = offs < M
     base = norm_part_ptr + pid_b * NUM_D_TILES * M + offs
     w = tl.zeros([BLOCK], dtype=tl.float32)
-    # Fixed summation order: the keys, hence idx, are bitwise reproducible. (while: see _project_and_sample_kernel)
+    # Fixed summation order: the keys, hence idx, are bitwise reproducible. A while loop in both modes
+    # (see _project_and_sample_kernel): this loop is a few iterations of one load, nothing to pipeline.
     t = 0
     while t < NUM_D_TILES:
         w += tl.load(base + t * M, mask=mask, other=0.0)
@@ -271,9 +272,10 @@ def _block_sizes(rows: int, rank: int, channels: int) -> tuple[int, int, int, in
             min(128, max(16, _next_pow2(channels))),
             4,
         )
-    # GPU (not tuned on hardware yet): 4 accumulators of [16, 128] fp32 = 64 registers per thread at 4 warps.
-    # At Infinity-2B 40x40 (M=1600, r=282, D=2048, B=1) this gives 16 x 5 = 80 programs.
-    return 64, 64, min(128, max(16, _next_pow2(channels))), 4
+    # GPU (untuned on hardware; register counts from ptxas -v for sm_90a, bf16): BLOCK_M=64 needs 255 registers and
+    # spills 212 B at 4 warps (eight live Philox states per thread); BLOCK_M=32 with BLOCK_D=64 needs 157 and no
+    # spill, so three CTAs fit an SM. Infinity-2B 40x40 (M=1600, r=282, D=2048, B=1): 32 x 5 = 160 programs.
+    return 32, 64, min(64, max(16, _next_pow2(channels))), 4
 
 
 def project_and_sample(x: torch.Tensor, rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -320,9 +322,7 @@ def project_and_sample(x: torch.Tensor, rank: int, seed: int) -> tuple[torch.Ten
         num_warps=num_warps,
     )
     block = min(1024, _next_pow2(rows))
-    _sampling_codes_kernel[(triton.cdiv(rows, block), batch)](
-        norm_part, codes, seed, rows, num_d_tiles, BLOCK=block, INTERPRET=_INTERPRET
-    )
+    _sampling_codes_kernel[(triton.cdiv(rows, block), batch)](norm_part, codes, seed, rows, num_d_tiles, BLOCK=block)
 
     # Top-r of the codes on the device; the low 32 bits of a code encode 2**32 - 1 - i.
     top = torch.topk(codes, rank, dim=-1, sorted=False).values

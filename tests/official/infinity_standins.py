@@ -17,17 +17,40 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
-                    alibi_slopes=None, deterministic=False, return_attn_probs=False):
+def flash_attn_func(
+    q,
+    k,
+    v,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+):
     """q, k, v: (B, L, H, c) -> (B, L, H, c)."""
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                         scale=softmax_scale, is_causal=causal)
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=softmax_scale, is_causal=causal
+    )
     return out.transpose(1, 2)
 
 
-def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
-                                    softmax_scale=None, causal=False, window_size=(-1, -1), alibi_slopes=None,
-                                    deterministic=False, return_attn_probs=False):
+def flash_attn_varlen_kvpacked_func(
+    q,
+    kv,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q,
+    max_seqlen_k,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+):
     """q: (Nq, H, c), kv: (Nk, 2, H, c), segments given by the cumulative lengths -> (Nq, H, c)."""
     out = torch.empty_like(q)
     cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
@@ -66,8 +89,11 @@ def install() -> list[str]:
             return True
 
     if missing("flash_attn"):
-        fa = _module("flash_attn", flash_attn_func=flash_attn_func,
-                     flash_attn_varlen_kvpacked_func=flash_attn_varlen_kvpacked_func)
+        fa = _module(
+            "flash_attn",
+            flash_attn_func=flash_attn_func,
+            flash_attn_varlen_kvpacked_func=flash_attn_varlen_kvpacked_func,
+        )
         fa.__path__ = []  # a package, so `flash_attn.ops.*` imports fail with ImportError (handled upstream)
         done.append("flash_attn")
     if missing("timm"):

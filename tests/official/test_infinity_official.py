@@ -49,11 +49,25 @@ def _build_official(official, patchify: bool, seed: int):
         vae = vae_model(None, "dynamic", 8, 2**8, patch_size=4, encoder_ch_mult=[1, 1, 2], decoder_ch_mult=[1, 1, 2])
     vae.eval()
     model = inf_mod.Infinity(
-        vae_local=vae, text_channels=128, text_maxlen=32, shared_aln=True, raw_scale_schedule=None,
-        checkpointing="full-block", customized_flash_attn=False, fused_norm=True, pad_to_multiplier=128,
-        use_flex_attn=False, add_lvl_embeding_only_first_block=1, use_bit_label=1, rope2d_each_sa_layer=1,
-        rope2d_normalized_by_hw=2, pn="0.06M", apply_spatial_patchify=int(patchify), inference_mode=True,
-        train_h_div_w_list=[1.0], **TINY,
+        vae_local=vae,
+        text_channels=128,
+        text_maxlen=32,
+        shared_aln=True,
+        raw_scale_schedule=None,
+        checkpointing="full-block",
+        customized_flash_attn=False,
+        fused_norm=True,
+        pad_to_multiplier=128,
+        use_flex_attn=False,
+        add_lvl_embeding_only_first_block=1,
+        use_bit_label=1,
+        rope2d_each_sa_layer=1,
+        rope2d_normalized_by_hw=2,
+        pn="0.06M",
+        apply_spatial_patchify=int(patchify),
+        inference_mode=True,
+        train_h_div_w_list=[1.0],
+        **TINY,
     )
     model.eval().requires_grad_(False)
     model.cond_drop_rate = 0.0  # upstream forward drops text at random even in eval
@@ -147,15 +161,27 @@ def test_generation_reproduces_upstream(official, tmp_path, monkeypatch, case):
     bits = _official_bits(official, monkeypatch)
     with torch.no_grad():
         _, _, img = off.autoregressive_infer_cfg(
-            vae=ovae, scale_schedule=sched, label_B_or_BLT=text.as_upstream(), B=B,
-            negative_label_B_or_BLT=None if neg is None else neg.as_upstream(), g_seed=7, cfg_list=[3.0] * n,
-            tau_list=[0.5] * n, top_k=900, top_p=0.97, cfg_insertion_layer=[0], vae_type=8, ret_img=True,
-            returns_vemb=1, inference_mode=True,
+            vae=ovae,
+            scale_schedule=sched,
+            label_B_or_BLT=text.as_upstream(),
+            B=B,
+            negative_label_B_or_BLT=None if neg is None else neg.as_upstream(),
+            g_seed=7,
+            cfg_list=[3.0] * n,
+            tau_list=[0.5] * n,
+            top_k=900,
+            top_p=0.97,
+            cfg_insertion_layer=[0],
+            vae_type=8,
+            ret_img=True,
+            returns_vemb=1,
+            inference_mode=True,
         )
     assert len(bits) == n
     for model, v in ((off, ovae), (ours, vae)):  # the session on the official objects, and our classes
-        s = new_session(model, v, sched, text, negative_text=neg, seeds=7, cfg_list=3.0, tau_list=0.5,
-                        record=True, ca_bf16=True)
+        s = new_session(
+            model, v, sched, text, negative_text=neg, seeds=7, cfg_list=3.0, tau_list=0.5, record=True, ca_bf16=True
+        )
         out = to_uint8(run_plain(s)).flip(dims=(3,))
         for si in range(n):
             assert torch.equal(s.records[si]["bits"].reshape(-1), bits[si].reshape(-1)), si
@@ -170,8 +196,15 @@ def test_vae_decoder_keys_of_real_vaes(official, name):
     _, vae_model = official
     cfg = get_config(name).vae
     with torch.device("meta"):
-        off = vae_model(None, "dynamic", cfg.codebook_dim, 2**cfg.codebook_dim, patch_size=cfg.patch_size,
-                        encoder_ch_mult=list(cfg.ch_mult), decoder_ch_mult=list(cfg.ch_mult))
+        off = vae_model(
+            None,
+            "dynamic",
+            cfg.codebook_dim,
+            2**cfg.codebook_dim,
+            patch_size=cfg.patch_size,
+            encoder_ch_mult=list(cfg.ch_mult),
+            decoder_ch_mult=list(cfg.ch_mult),
+        )
         ours = BSQVAE(cfg)
     want = {k: tuple(v.shape) for k, v in off.state_dict().items() if k.startswith("decoder.")}
     got = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
@@ -200,14 +233,28 @@ def test_state_dict_keys_of_real_2b_and_8b(official):
             self.vocab_size = 2**d
             self.quantizer = type("Q", (), {"lfq": type("L", (), {"mask": torch.ones(d)})()})()
 
-    for name, d, kw in (("infinity_2b", 32, dict(depth=32, embed_dim=2048, num_heads=16, block_chunks=8)),
-                        ("infinity_8b", 14, dict(depth=40, embed_dim=3584, num_heads=28, block_chunks=8))):
+    for name, d, kw in (
+        ("infinity_2b", 32, dict(depth=32, embed_dim=2048, num_heads=16, block_chunks=8)),
+        ("infinity_8b", 14, dict(depth=40, embed_dim=3584, num_heads=28, block_chunks=8)),
+    ):
         with torch.device("meta"), _LinspaceOnCPU():
             off = inf_mod.Infinity(
-                vae_local=FakeVAE(d), text_channels=2048, text_maxlen=512, shared_aln=True, fused_norm=True,
-                pad_to_multiplier=128, add_lvl_embeding_only_first_block=1, use_bit_label=1, rope2d_each_sa_layer=1,
-                rope2d_normalized_by_hw=2, pn="1M", apply_spatial_patchify=int(name == "infinity_8b"),
-                inference_mode=True, train_h_div_w_list=[1.0], mlp_ratio=4, **kw,
+                vae_local=FakeVAE(d),
+                text_channels=2048,
+                text_maxlen=512,
+                shared_aln=True,
+                fused_norm=True,
+                pad_to_multiplier=128,
+                add_lvl_embeding_only_first_block=1,
+                use_bit_label=1,
+                rope2d_each_sa_layer=1,
+                rope2d_normalized_by_hw=2,
+                pn="1M",
+                apply_spatial_patchify=int(name == "infinity_8b"),
+                inference_mode=True,
+                train_h_div_w_list=[1.0],
+                mlp_ratio=4,
+                **kw,
             )
         ours = build_infinity(name, device="meta")
         want = {k: tuple(v.shape) for k, v in off.state_dict().items()}

@@ -19,8 +19,19 @@ def test_paper_preset_plans_the_last_three_steps():
 @pytest.mark.parametrize("num_scales", [7, 10, 12, 13, 14])
 def test_every_schedule_length_gets_a_plan(num_scales):
     for name, schedule in presets("infinity").items():
-        plan = schedule.plan(num_scales, 4)
+        units = 32 if name == "fastvar" else 4  # the FastVAR baseline is written for Infinity-2B's 32 blocks
+        plan = schedule.plan(num_scales, units)
         assert len(plan) == num_scales, name
+
+
+def test_fastvar_baseline_matches_the_released_setting():
+    plan = presets("infinity")["fastvar"].plan(13, 32)
+    assert [s.mode for s in plan[9:]] == ["reduced", "reduced", "skip", "skip"]
+    assert all(s.guidance == "cfg" for s in plan)
+    assert plan[9].ratios == (1.0,) * 3 + (0.6,) * 25 + (1.0,) * 4
+    assert plan[10].ratios == (1.0,) * 3 + (0.5,) * 25 + (1.0,) * 4
+    with pytest.raises(ValueError, match="^rank_ratios: per-unit list of 32"):
+        presets("infinity")["fastvar"].plan(13, 40)
 
 
 def test_star_paper_preset_is_last_step_per_block():

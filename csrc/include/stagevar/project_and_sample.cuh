@@ -2,14 +2,15 @@
 // drive the norm-weighted Gumbel-top-r row sampling. Contract: stagevar_kernels/philox.py and reference.py.
 //
 // Kernels (all launched on one stream, no host synchronisation, deterministic):
-//  1. project_*_kernel, grid (ceil(D/64), ceil(r/64), B): one 64x64 tile of xr. N is generated tile by tile
-//     inside the kernel from the Philox stream (it never touches global memory) and multiplied with the x tile:
+//  1. project_*_kernel, grid (ceil(D/TD), ceil(r/64), B): one 64 x TD tile of xr (TD = 128 on the tensor cores,
+//     64 on the CUDA cores). N is generated tile by tile inside the kernel from the Philox stream (it never
+//     touches global memory) and multiplied with the x tile:
 //       - fp16/bf16 (sm_80+): WMMA m16n16k16 on the tensor cores, fp32 accumulation. Each normal is split into
 //         hi + lo in x's dtype and both are multiplied (2 MMAs), so N enters at ~fp32 accuracy (bf16 alone
-//         would give ~2e-3 relative error; the MMAs are cheap next to reading x).
+//         would give ~2e-3 relative error; the MMAs are cheap next to generating N).
 //       - fp32 (and any dtype below sm_80): a CUDA-core 64x64x16 tile, 4x4 outputs per thread.
 //     The blocks of the first rank tile (blockIdx.y == 0) together see every element of x once, so they also
-//     write the partial squared norms of their 64 columns: partial[b, blockIdx.x, i] (fixed summation order:
+//     write the partial squared norms of their TD columns: partial[b, blockIdx.x, i] (fixed summation order:
 //     the norms, hence idx, are bit-reproducible run to run).
 //  2. select_rows_kernel, one block per batch item, any M: keys from the partial norms and the Gumbel stream,
 //     stored as order-preserving uint32 (keys[b, i]); an MSB radix select (4 passes of 8 bits, shared-memory
@@ -32,12 +33,15 @@
 
 namespace stagevar {
 
-// Tile sizes shared by both projection kernels (the partial-norm workspace has ceil(D / kProjTileD) slices).
-constexpr int kProjTileR = 64;  // rows of xr (projection index j)
-constexpr int kProjTileD = 64;  // channels
-constexpr int kProjThreadsMma = 128;
-constexpr int kProjTileKMma = 32;  // rows of x (i) per step, tensor-core kernel
-constexpr int kProjThreadsSimt = 256;
+// Tile sizes. The partial-norm workspace has one slice per channel tile: ceil(D / tile) = gridDim.x slices.
+// N is regenerated for every channel tile (Philox + Box-Muller cost ~250 instructions per 4 normals, far more
+// than the MMAs), so the tensor-core tile is wide in D: 128 channels halve that work compared with 64.
+constexpr int kProjTileR = 64;         // rows of xr (projection index j), both kernels
+constexpr int kProjTileDMma = 128;     // channels, tensor-core kernel
+constexpr int kProjThreadsMma = 256;   // 8 warps: 2 (rank) x 4 (channels), 32x32 each
+constexpr int kProjTileKMma = 32;      // rows of x (i) per step, tensor-core kernel
+constexpr int kProjTileDSimt = 64;     // channels, CUDA-core kernel
+constexpr int kProjThreadsSimt = 256;  // 16 x 16 threads, 4x4 outputs each
 constexpr int kProjTileKSimt = 16;
 constexpr int kSelectThreads = 512;
 
@@ -46,7 +50,7 @@ struct ProjectParams {
   int64_t x_stride_b, x_stride_m, x_stride_d;
   bool x_vec16;      // channel stride 1 and every row start 16-byte aligned: 16-byte loads
   void* xr;          // (B, rank, D) contiguous, x's dtype
-  float* partial;    // (B, ceil(D / kProjTileD), M) fp32 partial squared norms
+  float* partial;    // (B, ceil(D / channel tile), M) fp32 partial squared norms
   int batch, rows, channels, rank;
   uint64_t seed;
   float scale;       // float32(1 / sqrt(rank))
@@ -60,7 +64,11 @@ struct SelectParams {
   uint64_t seed;
 };
 
-__host__ __device__ inline int project_num_slices(int channels) { return (channels + kProjTileD - 1) / kProjTileD; }
+// Slices of the partial-norm workspace (= gridDim.x of the projection kernel) for the chosen kernel.
+__host__ __device__ inline int project_num_slices(int channels, bool tensor_cores) {
+  const int tile = tensor_cores ? kProjTileDMma : kProjTileDSimt;
+  return (channels + tile - 1) / tile;
+}
 
 namespace detail {
 
@@ -76,15 +84,15 @@ __device__ __forceinline__ float sum_squares(const T* v, int count) {
   return acc;
 }
 
-// Loads the (TK x kProjTileD) tile of x at rows [i0, i0+TK), channels [d0, d0+64) into smem (zero outside),
+// Loads the (TK x TD) tile of x at rows [i0, i0+TK), channels [d0, d0+TD) into smem (zero outside),
 // converted to S. With p.x_vec16 (unit channel stride, 16-byte aligned rows; decided by the launcher) each thread
 // reads 16-byte vectors (a 2-byte element per load would make the tile load issue-bound); the channel tail and
 // every other layout use coalesced element loads through the strides.
-template <typename T, typename S, int TK, int LD, int NT>
+template <typename T, typename S, int TK, int TD, int LD, int NT>
 __device__ __forceinline__ void load_x_tile(const ProjectParams& p, const T* xb, int i0, int d0, S (*tile)[LD]) {
   constexpr int kVec = 16 / static_cast<int>(sizeof(T));
   if (p.x_vec16) {
-    constexpr int kVecPerRow = kProjTileD / kVec;
+    constexpr int kVecPerRow = TD / kVec;
     for (int e = threadIdx.x; e < TK * kVecPerRow; e += NT) {
       const int kk = e / kVecPerRow;
       const int dd = (e % kVecPerRow) * kVec;
@@ -106,9 +114,9 @@ __device__ __forceinline__ void load_x_tile(const ProjectParams& p, const T* xb,
     }
     return;
   }
-  for (int e = threadIdx.x; e < TK * kProjTileD; e += NT) {
-    const int kk = e / kProjTileD;
-    const int dd = e % kProjTileD;
+  for (int e = threadIdx.x; e < TK * TD; e += NT) {
+    const int kk = e / TD;
+    const int dd = e % TD;
     const int i = i0 + kk;
     const int d = d0 + dd;
     T v = from_float<T>(0.0f);
@@ -119,10 +127,10 @@ __device__ __forceinline__ void load_x_tile(const ProjectParams& p, const T* xb,
 
 // The partial squared norms of the TK rows of the tile just loaded (blockIdx.y == 0 only). NT / TK threads per
 // row, each summing a contiguous run of channels, then a fixed-order shuffle reduction.
-template <typename S, int TK, int LD, int NT>
+template <typename S, int TK, int TD, int LD, int NT>
 __device__ __forceinline__ void write_partial_norms(const ProjectParams& p, int b, int i0, const S (*tile)[LD]) {
   constexpr int kPerRow = NT / TK;  // threads per row: a power of two <= 32
-  constexpr int kRun = kProjTileD / kPerRow;
+  constexpr int kRun = TD / kPerRow;
   static_assert(kPerRow >= 1 && kPerRow <= 32 && (kPerRow & (kPerRow - 1)) == 0, "bad norm split");
   const int row = threadIdx.x / kPerRow;
   const int part = threadIdx.x % kPerRow;
@@ -131,8 +139,7 @@ __device__ __forceinline__ void write_partial_norms(const ProjectParams& p, int 
   for (int off = kPerRow / 2; off > 0; off >>= 1) acc = __fadd_rn(acc, __shfl_xor_sync(0xFFFFFFFFu, acc, off));
   const int i = i0 + row;
   if (part == 0 && i < p.rows) {
-    const int num_slices = project_num_slices(p.channels);
-    p.partial[(static_cast<int64_t>(b) * num_slices + blockIdx.x) * p.rows + i] = acc;
+    p.partial[(static_cast<int64_t>(b) * gridDim.x + blockIdx.x) * p.rows + i] = acc;
   }
 }
 
@@ -144,8 +151,8 @@ template <typename T>
 __global__ void __launch_bounds__(kProjThreadsSimt) project_simt_kernel(ProjectParams p) {
   constexpr int TK = kProjTileKSimt;
   __shared__ float n_tile[TK][kProjTileR + 4];  // n[i0 + kk, j0 + jj]
-  __shared__ float x_tile[TK][kProjTileD + 4];
-  const int d0 = blockIdx.x * kProjTileD;
+  __shared__ float x_tile[TK][kProjTileDSimt + 4];
+  const int d0 = blockIdx.x * kProjTileDSimt;
   const int j0 = blockIdx.y * kProjTileR;
   const int tx = threadIdx.x % 16;  // channel lane: d = d0 + tx + 16 * c
   const int ty = threadIdx.x / 16;  // rank lane:    j = j0 + ty + 16 * r
@@ -153,7 +160,7 @@ __global__ void __launch_bounds__(kProjThreadsSimt) project_simt_kernel(ProjectP
     const T* xb = static_cast<const T*>(p.x) + b * p.x_stride_b;
     float acc[4][4] = {};
     for (int i0 = 0; i0 < p.rows; i0 += TK) {
-      detail::load_x_tile<T, float, TK, kProjTileD + 4, kProjThreadsSimt>(p, xb, i0, d0, x_tile);
+      detail::load_x_tile<T, float, TK, kProjTileDSimt, kProjTileDSimt + 4, kProjThreadsSimt>(p, xb, i0, d0, x_tile);
       // TK x 16 Philox calls (4 normals each) for the tile: exactly 256, one per thread.
       {
         const int kk = threadIdx.x / (kProjTileR / 4);
@@ -166,7 +173,8 @@ __global__ void __launch_bounds__(kProjThreadsSimt) project_simt_kernel(ProjectP
         for (int q = 0; q < 4; ++q) n_tile[kk][4 * g + q] = (j + q < p.rank) ? n[q] : 0.0f;
       }
       __syncthreads();
-      if (blockIdx.y == 0) detail::write_partial_norms<float, TK, kProjTileD + 4, kProjThreadsSimt>(p, b, i0, x_tile);
+      if (blockIdx.y == 0)
+        detail::write_partial_norms<float, TK, kProjTileDSimt, kProjTileDSimt + 4, kProjThreadsSimt>(p, b, i0, x_tile);
 #pragma unroll
       for (int kk = 0; kk < TK; ++kk) {
         float a[4], v[4];
@@ -196,25 +204,30 @@ __global__ void __launch_bounds__(kProjThreadsSimt) project_simt_kernel(ProjectP
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Tensor-core projection for fp16/bf16 (sm_80+): 4 warps in 2x2, each a 32x32 block of 2x2 WMMA fragments.
+// Tensor-core projection for fp16/bf16 (sm_80+): 8 warps in 2 (rank) x 4 (channels), each a 32x32 block of 2x2
+// WMMA fragments; results leave through a per-warp 16x16 fp32 staging tile.
 template <typename T>
 __global__ void __launch_bounds__(kProjThreadsMma) project_mma_kernel(ProjectParams p) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
   constexpr int TK = kProjTileKMma;
-  constexpr int LDA = TK + 8;          // 16-bit elements; multiple of 8 as WMMA requires, skews banks
-  constexpr int LDB = kProjTileD + 8;
-  constexpr int LDC = kProjTileD + 4;  // fp32
+  constexpr int TD = kProjTileDMma;
+  constexpr int kWarps = kProjThreadsMma / 32;
+  constexpr int kWarpsD = TD / 32;
+  static_assert(kWarps * 32 * 32 == kProjTileR * TD, "warps must tile the block");
+  constexpr int LDA = TK + 8;  // 16-bit elements; multiple of 8 as WMMA requires, skews banks
+  constexpr int LDB = TD + 8;
   // WMMA needs 256-bit aligned fragment pointers: every fragment offset below is a multiple of 32 bytes.
   __shared__ __align__(32) T a_hi[kProjTileR][LDA];  // n[i0 + kk, j0 + jj] stored as A[jj][kk] (row-major r x k)
   __shared__ __align__(32) T a_lo[kProjTileR][LDA];  // n - float(a_hi)
   __shared__ __align__(32) T x_tile[TK][LDB];
-  __shared__ __align__(32) float c_tile[kProjTileR][LDC];
-  const int d0 = blockIdx.x * kProjTileD;
+  __shared__ __align__(32) float stage[kWarps][16][16];
+  const int d0 = blockIdx.x * TD;
   const int j0 = blockIdx.y * kProjTileR;
   const int warp = threadIdx.x / 32;
-  const int wm = warp / 2;  // rows [32 wm, 32 wm + 32) of the tile
-  const int wn = warp % 2;  // cols [32 wn, 32 wn + 32)
+  const int lane = threadIdx.x % 32;
+  const int wm = warp / kWarpsD;  // rows [32 wm, 32 wm + 32) of the tile
+  const int wn = warp % kWarpsD;  // cols [32 wn, 32 wn + 32)
   for (int b = blockIdx.z; b < p.batch; b += gridDim.z) {
     const T* xb = static_cast<const T*>(p.x) + b * p.x_stride_b;
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
@@ -223,8 +236,8 @@ __global__ void __launch_bounds__(kProjThreadsMma) project_mma_kernel(ProjectPar
 #pragma unroll
       for (int fn = 0; fn < 2; ++fn) wmma::fill_fragment(acc[fm][fn], 0.0f);
     for (int i0 = 0; i0 < p.rows; i0 += TK) {
-      detail::load_x_tile<T, T, TK, LDB, kProjThreadsMma>(p, xb, i0, d0, x_tile);
-      // TK x 16 = 512 Philox calls for the tile, 4 per thread.
+      detail::load_x_tile<T, T, TK, TD, LDB, kProjThreadsMma>(p, xb, i0, d0, x_tile);
+      // TK x 16 = 512 Philox calls (4 normals each) for the tile, 2 per thread.
       for (int e = threadIdx.x; e < TK * (kProjTileR / 4); e += kProjThreadsMma) {
         const int kk = e / (kProjTileR / 4);
         const int g = e % (kProjTileR / 4);
@@ -241,7 +254,7 @@ __global__ void __launch_bounds__(kProjThreadsMma) project_mma_kernel(ProjectPar
         }
       }
       __syncthreads();
-      if (blockIdx.y == 0) detail::write_partial_norms<T, TK, LDB, kProjThreadsMma>(p, b, i0, x_tile);
+      if (blockIdx.y == 0) detail::write_partial_norms<T, TK, TD, LDB, kProjThreadsMma>(p, b, i0, x_tile);
 #pragma unroll
       for (int kk = 0; kk < TK; kk += 16) {
         wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb[2];
@@ -261,22 +274,25 @@ __global__ void __launch_bounds__(kProjThreadsMma) project_mma_kernel(ProjectPar
       }
       __syncthreads();
     }
+    T* out = static_cast<T*>(p.xr) + static_cast<int64_t>(b) * p.rank * p.channels;
 #pragma unroll
     for (int fm = 0; fm < 2; ++fm)
 #pragma unroll
-      for (int fn = 0; fn < 2; ++fn)
-        wmma::store_matrix_sync(&c_tile[32 * wm + 16 * fm][32 * wn + 16 * fn], acc[fm][fn], LDC, wmma::mem_row_major);
-    __syncthreads();
-    T* out = static_cast<T*>(p.xr) + static_cast<int64_t>(b) * p.rank * p.channels;
-    for (int e = threadIdx.x; e < kProjTileR * kProjTileD; e += kProjThreadsMma) {
-      const int jj = e / kProjTileD;
-      const int dd = e % kProjTileD;
-      const int j = j0 + jj;
-      const int d = d0 + dd;
-      if (j < p.rank && d < p.channels)
-        out[static_cast<int64_t>(j) * p.channels + d] = detail::from_float<T>(c_tile[jj][dd] * p.scale);
-    }
-    __syncthreads();  // c_tile is rewritten by the next batch item of this block
+      for (int fn = 0; fn < 2; ++fn) {
+        wmma::store_matrix_sync(&stage[warp][0][0], acc[fm][fn], 16, wmma::mem_row_major);
+        __syncwarp();
+        const int r = lane / 2;         // fragment row
+        const int c0 = (lane % 2) * 8;  // 8 consecutive fragment columns
+        const int j = j0 + 32 * wm + 16 * fm + r;
+        const int dbase = d0 + 32 * wn + 16 * fn + c0;
+        if (j < p.rank) {
+#pragma unroll
+          for (int c = 0; c < 8; ++c)
+            if (dbase + c < p.channels)
+              out[static_cast<int64_t>(j) * p.channels + dbase + c] = detail::from_float<T>(stage[warp][r][c0 + c] * p.scale);
+        }
+        __syncwarp();  // the staging tile is rewritten by the next fragment
+      }
   }
 #else
   __trap();  // the launcher only picks this kernel on sm_80+

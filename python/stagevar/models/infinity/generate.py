@@ -9,8 +9,23 @@ from .session import new_session, run_plain, to_uint8
 
 
 @torch.no_grad()
-def generate(model, vae, text, *, scale_schedule=None, h_div_w: float = 1.0, pn: str = "1M", negative_text=None,
-             seeds=None, cfg_list=3.0, tau_list=1.0, top_k=900, top_p=0.97, return_records: bool = False, **kwargs):
+def generate(
+    model,
+    vae,
+    text,
+    *,
+    scale_schedule=None,
+    h_div_w: float = 1.0,
+    pn: str = "1M",
+    negative_text=None,
+    seeds=None,
+    cfg_list=3.0,
+    tau_list=1.0,
+    top_k=900,
+    top_p=0.97,
+    return_records: bool = False,
+    **kwargs,
+):
     """Generate ``B`` images (B = prompts in ``text``, a :class:`TextFeatures` or the upstream tuple).
 
     ``scale_schedule`` defaults to the template nearest ``h_div_w`` at size ``pn``. ``seeds``: None, an int
@@ -19,8 +34,20 @@ def generate(model, vae, text, *, scale_schedule=None, h_div_w: float = 1.0, pn:
     ``(B, L, d)`` int64 and ``(B, L, 2d)`` fp32 after CFG and tau). Extra kwargs go to :func:`new_session`.
     """
     sched = scale_schedule if scale_schedule is not None else get_scale_schedule(h_div_w, pn)
-    s = new_session(model, vae, sched, text, negative_text=negative_text, seeds=seeds, cfg_list=cfg_list,
-                    tau_list=tau_list, top_k=top_k, top_p=top_p, record=return_records, **kwargs)
+    s = new_session(
+        model,
+        vae,
+        sched,
+        text,
+        negative_text=negative_text,
+        seeds=seeds,
+        cfg_list=cfg_list,
+        tau_list=tau_list,
+        top_k=top_k,
+        top_p=top_p,
+        record=return_records,
+        **kwargs,
+    )
     images = run_plain(s)
     out = {"images": images, "uint8": to_uint8(images)}
     if return_records:

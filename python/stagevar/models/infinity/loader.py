@@ -42,8 +42,9 @@ class LoadReport:
         if self.unexpected:
             lines.append(f"unexpected {len(self.unexpected)} keys: {few(self.unexpected)}")
         if self.mismatched:
-            lines.append("shape mismatch: " + few([f"{k} ckpt {tuple(a)} vs model {tuple(b)}" for k, a, b in
-                                                   self.mismatched]))
+            lines.append(
+                "shape mismatch: " + few([f"{k} ckpt {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched])
+            )
         if self.ignored:
             lines.append(f"ignored {len(self.ignored)} keys (not part of this model)")
         return "; ".join(lines) if lines else "all keys matched"
@@ -131,8 +132,11 @@ def compare_keys(model: nn.Module, state_dict: dict) -> LoadReport:
     rep = LoadReport()
     rep.missing = [k for k in own if k not in state_dict]
     rep.unexpected = [k for k in state_dict if k not in own]
-    rep.mismatched = [(k, tuple(state_dict[k].shape), tuple(own[k].shape)) for k in own
-                      if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    rep.mismatched = [
+        (k, tuple(state_dict[k].shape), tuple(own[k].shape))
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    ]
     return rep
 
 
@@ -142,7 +146,7 @@ def _fit_cfg_uncond(model: nn.Module, state_dict: dict) -> dict:
         old, new = state_dict["cfg_uncond"], model.cfg_uncond.detach()
         if old.shape[0] != new.shape[0] and old.shape[1:] == new.shape[1:]:
             if old.shape[0] < new.shape[0]:
-                old = torch.cat((old.to(device=new.device, dtype=new.dtype), new[old.shape[0]:]))
+                old = torch.cat((old.to(device=new.device, dtype=new.dtype), new[old.shape[0] :]))
             else:
                 old = old[: new.shape[0]]
             state_dict = {**state_dict, "cfg_uncond": old}
@@ -218,8 +222,14 @@ def load_vae_weights(vae: nn.Module, path_or_state_dict, strict: bool = True, ke
     return rep
 
 
-def load_infinity(config: InfinityConfig | str, model_path: str | None = None, vae_path: str | None = None,
-                  device="cpu", bf16_blocks: bool | None = None, strict: bool = True):
+def load_infinity(
+    config: InfinityConfig | str,
+    model_path: str | None = None,
+    vae_path: str | None = None,
+    device="cpu",
+    bf16_blocks: bool | None = None,
+    strict: bool = True,
+):
     """Build the transformer and VAE of ``config`` on ``device`` and load their checkpoints (either may be None for
     random weights). ``bf16_blocks`` (default: on CUDA) casts blocks to bf16 (upstream). Returns ``(model, vae)``."""
     from .transformer import build_infinity

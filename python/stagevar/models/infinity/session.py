@@ -68,8 +68,24 @@ class InfinitySession:
     outputs of the rows run, ``bits`` int64 (B, L, d), ``input`` the scale's code input (B, L, d) or None at si=0).
     """
 
-    def __init__(self, model, vae, scale_schedule, text, *, batch=None, negative_text=None, seeds=None,
-                 cfg_list=3.0, tau_list=1.0, top_k=900, top_p=0.97, record=False, amp_dtype="auto", ca_bf16=False):
+    def __init__(
+        self,
+        model,
+        vae,
+        scale_schedule,
+        text,
+        *,
+        batch=None,
+        negative_text=None,
+        seeds=None,
+        cfg_list=3.0,
+        tau_list=1.0,
+        top_k=900,
+        top_p=0.97,
+        record=False,
+        amp_dtype="auto",
+        ca_bf16=False,
+    ):
         self.model, self.vae = model, vae
         self.scales = normalize_schedule(scale_schedule)
         n = len(self.scales)
@@ -227,8 +243,23 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 2, 3, 1).mul(255).to(torch.uint8)
 
 
-def new_session(model, vae, scale_schedule, text, *, batch=None, negative_text=None, seeds=None, cfg_list=3.0,
-                tau_list=1.0, top_k=900, top_p=0.97, record=False, amp_dtype="auto", ca_bf16=False) -> InfinitySession:
+def new_session(
+    model,
+    vae,
+    scale_schedule,
+    text,
+    *,
+    batch=None,
+    negative_text=None,
+    seeds=None,
+    cfg_list=3.0,
+    tau_list=1.0,
+    top_k=900,
+    top_p=0.97,
+    record=False,
+    amp_dtype="auto",
+    ca_bf16=False,
+) -> InfinitySession:
     """Start one generation.
 
     Args:
@@ -244,9 +275,22 @@ def new_session(model, vae, scale_schedule, text, *, batch=None, negative_text=N
         amp_dtype: autocast dtype (``"auto"``: bf16 on CUDA as upstream's scripts, none on CPU).
         ca_bf16: run fp32 cross-attention in bf16, as upstream's flash_attn call does (for comparisons with upstream).
     """
-    return InfinitySession(model, vae, scale_schedule, text, batch=batch, negative_text=negative_text, seeds=seeds,
-                           cfg_list=cfg_list, tau_list=tau_list, top_k=top_k, top_p=top_p, record=record,
-                           amp_dtype=amp_dtype, ca_bf16=ca_bf16)
+    return InfinitySession(
+        model,
+        vae,
+        scale_schedule,
+        text,
+        batch=batch,
+        negative_text=negative_text,
+        seeds=seeds,
+        cfg_list=cfg_list,
+        tau_list=tau_list,
+        top_k=top_k,
+        top_p=top_p,
+        record=record,
+        amp_dtype=amp_dtype,
+        ca_bf16=ca_bf16,
+    )
 
 
 def run_plain(session: InfinitySession) -> torch.Tensor:

@@ -75,19 +75,55 @@ class Infinity(nn.Module):
 
     @torch.no_grad()
     def autoregressive_infer_cfg(
-        self, vae=None, scale_schedule=None, label_B_or_BLT=None, B=1, negative_label_B_or_BLT=None,
-        force_gt_Bhw=None, g_seed=None, cfg_list=(), tau_list=(), cfg_sc=3, top_k=0, top_p=0.0, returns_vemb=0,
-        ratio_Bl1=None, gumbel=0, norm_cfg=False, cfg_exp_k=0.0, cfg_insertion_layer=(-5,), vae_type=0,
-        softmax_merge_topk=-1, ret_img=False, trunk_scale=1000, gt_leak=0, gt_ls_Bl=None, inference_mode=False,
-        save_img_path=None, sampling_per_bits=1,
+        self,
+        vae=None,
+        scale_schedule=None,
+        label_B_or_BLT=None,
+        B=1,
+        negative_label_B_or_BLT=None,
+        force_gt_Bhw=None,
+        g_seed=None,
+        cfg_list=(),
+        tau_list=(),
+        cfg_sc=3,
+        top_k=0,
+        top_p=0.0,
+        returns_vemb=0,
+        ratio_Bl1=None,
+        gumbel=0,
+        norm_cfg=False,
+        cfg_exp_k=0.0,
+        cfg_insertion_layer=(-5,),
+        vae_type=0,
+        softmax_merge_topk=-1,
+        ret_img=False,
+        trunk_scale=1000,
+        gt_leak=0,
+        gt_ls_Bl=None,
+        inference_mode=False,
+        save_img_path=None,
+        sampling_per_bits=1,
     ):
         """The official entry point; see :mod:`stagevar.models.infinity.official` for what is supported.
         Returns ``([], [], img)``, ``img`` uint8 ``(B, H, W, 3)`` in **BGR** order as upstream."""
         return official_call(
-            self, plain_runner, vae=vae, scale_schedule=scale_schedule, label_B_or_BLT=label_B_or_BLT, B=B,
-            negative_label_B_or_BLT=negative_label_B_or_BLT, g_seed=g_seed, cfg_list=cfg_list, tau_list=tau_list,
-            top_k=top_k, top_p=top_p, cfg_insertion_layer=cfg_insertion_layer, vae_type=vae_type, ret_img=ret_img,
-            trunk_scale=trunk_scale, gt_leak=gt_leak,
+            self,
+            plain_runner,
+            vae=vae,
+            scale_schedule=scale_schedule,
+            label_B_or_BLT=label_B_or_BLT,
+            B=B,
+            negative_label_B_or_BLT=negative_label_B_or_BLT,
+            g_seed=g_seed,
+            cfg_list=cfg_list,
+            tau_list=tau_list,
+            top_k=top_k,
+            top_p=top_p,
+            cfg_insertion_layer=cfg_insertion_layer,
+            vae_type=vae_type,
+            ret_img=ret_img,
+            trunk_scale=trunk_scale,
+            gt_leak=gt_leak,
         )
 
 
@@ -115,8 +151,9 @@ def teacher_forced_logits(model, text, x_wo_prefix: torch.Tensor, scale_schedule
     ctx = TextContext(feats, list(text.lens), mask, {})
     gss = model.shared_ada_lin(cond.float()).float()
     R = text.batch
-    x = torch.cat([cond.unsqueeze(1) + model.pos_start.expand(R, 1, -1),
-                   model.word_embed(x_wo_prefix.to(device).float())], dim=1)
+    x = torch.cat(
+        [cond.unsqueeze(1) + model.pos_start.expand(R, 1, -1), model.word_embed(x_wo_prefix.to(device).float())], dim=1
+    )
     level = torch.cat([torch.full((h * w,), i, device=device) for i, (h, w) in enumerate(sched)])
     if x.shape[1] != level.numel():
         raise ValueError(f"x_wo_prefix: expected {level.numel() - 1} tokens for the schedule, got {x.shape[1] - 1}")
@@ -132,8 +169,9 @@ def teacher_forced_logits(model, text, x_wo_prefix: torch.Tensor, scale_schedule
     return head_logits(model, x, cond)
 
 
-def build_infinity(cfg: InfinityConfig | str, device=None, dtype: torch.dtype | None = None,
-                   blocks_dtype: torch.dtype | None = None) -> Infinity:
+def build_infinity(
+    cfg: InfinityConfig | str, device=None, dtype: torch.dtype | None = None, blocks_dtype: torch.dtype | None = None
+) -> Infinity:
     """Build (random weights, initialised directly on ``device``; ``"meta"`` for shapes only) in eval mode.
     ``dtype`` casts everything, ``blocks_dtype`` only the blocks (upstream: bf16 blocks on CUDA)."""
     with torch.device(device if device is not None else "cpu"):

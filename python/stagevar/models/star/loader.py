@@ -48,14 +48,21 @@ def state_dict_report(what: str, missing, unexpected, mismatched) -> str:
 def read_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False):
     """``torch.load`` on CPU. Missing file: FileNotFoundError naming the path.
 
-    ``allow_pickle=False`` loads with ``weights_only=True``; training checkpoints that pickle other objects (e.g.
-    argument namespaces) then fail with a ValueError that says to pass ``allow_pickle=True`` for trusted files.
+    ``allow_pickle=False`` loads with ``weights_only=True`` (enough for the released STAR checkpoint, whose
+    ``trainer`` entry holds only state dicts and plain config values); checkpoints that pickle other objects then
+    fail with a ValueError that says to pass ``allow_pickle=True`` for trusted files. Zip-format files are
+    memory-mapped, so the VAE and optimizer states stored beside the transformer are not read into memory.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not allow_pickle, mmap=None)
+        try:  # memory-mapped: the training checkpoint also holds the VAE and optimizer states we never read
+            return torch.load(path, map_location="cpu", weights_only=not allow_pickle, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=not allow_pickle)  # legacy (non-zip) format
     except pickle.UnpicklingError as e:
         raise ValueError(
             f"{path}: holds objects other than tensors, refused by weights_only loading; if you trust the file, "

@@ -21,6 +21,7 @@ keeps row 0).
 
 from __future__ import annotations
 
+import numbers
 from contextlib import nullcontext
 
 import torch
@@ -108,7 +109,7 @@ class STARSession:
 
         if seeds is None:
             return None
-        if isinstance(seeds, int):
+        if isinstance(seeds, numbers.Integral):
             return gen(seeds)
         seeds = list(seeds)
         if len(seeds) != B:

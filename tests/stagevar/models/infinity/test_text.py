@@ -49,13 +49,23 @@ def _tiny_t5_dir(path):
 
     corpus = path / "corpus.txt"
     corpus.write_text("\n".join(["a photo of a cat", "a red dog on the grass", "an astronaut riding a horse"] * 50))
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(path / "spiece"), vocab_size=20,
-                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(path / "spiece"),
+        vocab_size=20,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
+    )
     out = path / "t5"
     tf.T5Tokenizer(vocab_file=str(path / "spiece.model"), extra_ids=0, legacy=True).save_pretrained(str(out))
     torch.manual_seed(0)
-    cfg = tf.T5Config(d_model=128, d_ff=64, d_kv=16, num_heads=2, num_layers=1, vocab_size=64,
-                      feed_forward_proj="gated-gelu")
+    cfg = tf.T5Config(
+        d_model=128, d_ff=64, d_kv=16, num_heads=2, num_layers=1, vocab_size=64, feed_forward_proj="gated-gelu"
+    )
     tf.T5EncoderModel(cfg).save_pretrained(str(out))
     return str(out)
 

@@ -125,3 +125,12 @@ def test_load_pretrained_from_files(tmp_path, tiny_model):
     text = make_text(1)
     kw = dict(batch=1, seeds=0, cfg=4.5, top_k=20, top_p=0.9)
     assert torch.equal(generate(model, vae, text, **kw), generate(src, svae, text, **kw))
+
+
+def test_legacy_serialization_format_loads(tmp_path, tiny_model):
+    src, _ = tiny_model
+    path = tmp_path / "legacy.pth"
+    torch.save(src.state_dict(), path, _use_new_zipfile_serialization=False)
+    dst, _ = _fresh()
+    load_star(dst, path)
+    assert torch.equal(dst.head_logits.weight, src.head_logits.weight)
