@@ -68,7 +68,7 @@ def generate(
             if step.mode == "skip":
                 break  # skipped steps are always the last ones: nothing more runs or accumulates
             timer.start(f"scale{k}")
-            if step.guidance != session.guidance:
+            if session.guidance == "cfg" and step.guidance != "cfg":  # (a session without CFG has one branch only)
                 outputs.keep_rows(rows_for(session.guidance, step.guidance, session.batch))
                 session.set_guidance(step.guidance)  # slices the KV cache and the text rows once
             keep_outputs = k + 1 < len(plan) and plan[k + 1].mode == "reduced"

@@ -86,7 +86,8 @@ def _project_tile(
         part = tl.sum(xf * xf, axis=1)
         tl.store(norm_part_ptr + (pid_b * num_d_tiles + pid_d) * M + offs_m, part, mask=mask_m)
 
-    w0, w1, w2, w3 = tl.philox(seed, zero + offs_m[:, None], c_group, c_batch, zero)
+    # int32 counters whatever type M arrived as: tl.philox picks its 64-bit variant for 64-bit counters.
+    w0, w1, w2, w3 = tl.philox(seed, zero + offs_m.to(tl.int32)[:, None], c_group, c_batch, zero)
     # sqrt_rn: tl.sqrt compiles to sqrt.approx.f32 (seen in the sm_90 PTX), torch.sqrt is IEEE. tl.log/cos/sin
     # compile to inlined libdevice code (no *.approx instructions), as accurate as the reference's.
     rad_a = tl.sqrt_rn(-2.0 * tl.log(_uniform(w0)))
@@ -246,7 +247,7 @@ def _sampling_codes_kernel(norm_part_ptr, codes_ptr, seed, M, NUM_D_TILES, BLOCK
         t += 1
 
     zero = tl.zeros([BLOCK], dtype=tl.int32)
-    g0, _, _, _ = tl.philox(seed, offs, zero, zero + pid_b.to(tl.int32), zero + 1)
+    g0, _, _, _ = tl.philox(seed, offs.to(tl.int32), zero, zero + pid_b.to(tl.int32), zero + 1)
     gumbel_log = tl.log(-tl.log(_uniform(g0)))  # the Gumbel draw is -gumbel_log
     ok = (w > 0.0) & (w < float("inf"))  # also False for NaN
     safe = tl.where(ok, w, 1.0)

@@ -159,6 +159,14 @@ def test_schedule_variants_run(tiny, variant):
     assert images.shape[0] == 2 and torch.isfinite(images).all()
 
 
+def test_a_session_without_guidance_keeps_its_rows(tiny):
+    text = zoo.random_infinity_text(tiny.model.text_norm.weight.shape[0], 2, 0)
+    s = new_session(tiny.model, tiny.vae, get_scale_schedule(1.0, "0.06M"), text, cfg_list=1.0, seeds=[0, 1])
+    assert s.guidance == "cond"
+    images = stagevar.generate(s, presets("infinity")["paper"])
+    assert images.shape[0] == 2 and s.guidance == "cond"
+
+
 def test_per_unit_ratios_and_skip_only(tiny):
     units = len(_session(tiny).units("chunk"))
     per_unit = StageSchedule((tuple(0.1 * (u + 1) for u in range(units)), 0.0), guidance="null")

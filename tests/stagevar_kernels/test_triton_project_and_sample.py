@@ -121,3 +121,66 @@ def test_deterministic(device):
     xr1, idx1 = _launch(x, 9, seed=8)
     xr2, idx2 = _launch(x, 9, seed=8)
     assert torch.equal(idx1, idx2) and torch.equal(xr1, xr2)
+
+
+# Tier 4 for the Triton kernels: without a GPU, compile them for sm_90 (H100) in a subprocess (the interpreter
+# switch is read at import, so the kernels must be imported there without TRITON_INTERPRET). This catches what the
+# interpreter cannot: tl.dot shape/dtype rules, lowering and ptxas errors, constexpr-1 specialisations.
+_AOT_SCRIPT = r"""
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from stagevar_kernels.triton import project_and_sample as mod
+
+assert not mod._INTERPRET
+target = GPUTarget("cuda", 90, 32)
+block_m, block_r, block_d, num_warps = mod._block_sizes(4096, 721, 2048)
+consts = {"BLOCK_M": block_m, "BLOCK_R": block_r, "BLOCK_D": block_d, "INTERPRET": False}
+ints = ["M", "D", "R", "stride_xb", "stride_xm", "stride_xd"]
+variants = [("bf16", "tf32", "i32"), ("fp16", "tf32", "i64"), ("fp32", "ieee", "i32"), ("bf16", "tf32", 1)]
+for dtype, precision, int_type in variants:
+    sig = {"x_ptr": "*" + dtype, "xr_ptr": "*" + dtype, "norm_part_ptr": "*fp32", "seed": "i64", "scale": "fp32"}
+    extra = {}
+    for name in ints + ["seed"] * (int_type == 1):
+        if int_type == 1:  # Triton specialises integer arguments equal to 1 into constants
+            sig[name], extra[name] = "constexpr", 1
+        else:
+            sig[name] = int_type
+    for name in list(consts) + ["DOT_PRECISION"]:
+        sig[name] = "constexpr"
+    src = ASTSource(fn=mod._project_and_sample_kernel, signature=sig,
+                    constexprs={**consts, "DOT_PRECISION": precision, **extra})
+    kernel = triton.compile(src, target=target, options={"num_warps": num_warps})
+    assert kernel.asm["cubin"], dtype
+    assert "mma.sync" in kernel.asm["ptx"] or dtype == "fp32", "the projection must run on the tensor cores"
+sig = {"norm_part_ptr": "*fp32", "codes_ptr": "*i64", "seed": "i64", "M": "i32", "NUM_D_TILES": "i32",
+       "BLOCK": "constexpr"}
+triton.compile(ASTSource(fn=mod._sampling_codes_kernel, signature=sig, constexprs={"BLOCK": 1024}), target=target)
+print("compiled")
+"""
+
+
+def _nvidia_backend_available():
+    try:
+        import triton.backends.nvidia  # noqa: F401
+        from triton.backends.nvidia.compiler import get_ptxas  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the tests above run the compiled kernels")
+@pytest.mark.skipif(not _nvidia_backend_available(), reason="Triton's NVIDIA backend (ptxas) is not installed")
+def test_kernels_compile_for_sm90():
+    import os
+    import subprocess
+    import sys
+
+    import stagevar_kernels
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(stagevar_kernels.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-4000:]

@@ -1,0 +1,55 @@
+"""accelerate()/restore() on an object of the OFFICIAL Infinity class (skipped unless INFINITY_REPO is set).
+
+The accelerated ``autoregressive_infer_cfg`` of the official object must give what our own class gives with the
+same weights and the same call, ``restore`` must bring back the official method, and the ``vanilla`` schedule
+through ``accelerate`` must equal our plain loop on the official object.
+"""
+
+import os
+import sys
+
+import pytest
+import torch
+
+REPO = os.environ.get("INFINITY_REPO")
+pytestmark = pytest.mark.skipif(not REPO, reason="INFINITY_REPO not set (path of an official Infinity source tree)")
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_infinity_official import _build_official, _ours, _sched, _text, official  # noqa: E402, F401
+
+import stagevar  # noqa: E402
+from stagevar.models.infinity.official import official_call, plain_runner  # noqa: E402
+
+
+def _call(text, vae, seed=3):
+    sched = _sched()
+    return dict(vae=vae, scale_schedule=sched, label_B_or_BLT=text.as_upstream(), B=1, g_seed=seed,
+                cfg_list=[3.0] * len(sched), tau_list=[0.5] * len(sched), top_k=900, top_p=0.97,
+                cfg_insertion_layer=0, vae_type=8, ret_img=True)
+
+
+@pytest.mark.parametrize("schedule", ["paper", "cfg-drop-only"])
+def test_accelerated_official_object_equals_our_class(official, tmp_path, schedule):
+    omodel, ovae = _build_official(official, patchify=False, seed=0)
+    model, vae = _ours(omodel, ovae, "tiny", tmp_path)
+    text = _text([5])
+    official_method = omodel.autoregressive_infer_cfg
+    with stagevar.accelerated(omodel, schedule):
+        assert omodel.autoregressive_infer_cfg is not official_method
+        _, _, theirs = omodel.autoregressive_infer_cfg(**_call(text, ovae))
+    with stagevar.accelerated(model, schedule):
+        _, _, ours = model.autoregressive_infer_cfg(**_call(text, vae))
+    assert theirs.dtype == torch.uint8 and theirs.shape == ours.shape
+    # Same weights, same schedule, same code path reading the parameters by their official names.
+    assert (theirs.int() - ours.int()).abs().max() <= 1
+    assert omodel.autoregressive_infer_cfg == official_method  # restored: the official bound method again
+    assert "autoregressive_infer_cfg" not in omodel.__dict__
+
+
+def test_vanilla_through_accelerate_equals_the_plain_loop_on_the_official_object(official):
+    omodel, ovae = _build_official(official, patchify=False, seed=1)
+    text = _text([4])
+    _, _, plain = official_call(omodel, plain_runner, **_call(text, ovae, seed=7))
+    with stagevar.accelerated(omodel, "vanilla"):
+        _, _, vanilla = omodel.autoregressive_infer_cfg(**_call(text, ovae, seed=7))
+    assert torch.equal(plain, vanilla)
