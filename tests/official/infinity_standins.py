@@ -79,10 +79,13 @@ class DropPath(nn.Module):
 
 
 def install() -> list[str]:
-    """Insert the stand-ins that are needed; returns their names."""
+    """Insert the stand-ins that are needed; returns the names put in ``sys.modules`` (for :func:`uninstall`)."""
+    before = set(sys.modules)
     done = []
 
     def missing(name):
+        if name in sys.modules:
+            return False
         try:
             return importlib.util.find_spec(name) is None
         except (ImportError, ValueError):
@@ -117,4 +120,10 @@ def install() -> list[str]:
         st = _module("safetensors")
         st.torch = _module("safetensors.torch", load_file=None)
         done.append("safetensors")
-    return done
+    return sorted(set(sys.modules) - before)
+
+
+def uninstall(names) -> None:
+    """Remove what :func:`install` added, so other official test modules (STAR) see a clean ``sys.modules``."""
+    for name in names:
+        sys.modules.pop(name, None)

@@ -25,7 +25,8 @@ TINY = dict(depth=4, embed_dim=64, num_heads=2, mlp_ratio=4, block_chunks=2)
 def official():
     import infinity_standins
 
-    infinity_standins.install()
+    before = set(sys.modules)
+    added = infinity_standins.install()
     sys.path.insert(0, REPO)
     import infinity.models.infinity as inf_mod
 
@@ -37,7 +38,10 @@ def official():
             setattr(inf_mod, name, getattr(f, "_torchdynamo_orig_callable", None) or f.__wrapped__)
     from infinity.models.bsq_vae.vae import vae_model
 
-    return inf_mod, vae_model
+    yield inf_mod, vae_model
+    # leave no trace for other official test modules: stand-ins, the official packages, the path entry
+    infinity_standins.uninstall(added + [k for k in set(sys.modules) - before if k.split(".")[0] == "infinity"])
+    sys.path.remove(REPO)
 
 
 def _build_official(official, patchify: bool, seed: int):

@@ -134,3 +134,39 @@ def test_bad_arguments_exit_2(argv):
     with pytest.raises(SystemExit) as info:
         cli.main(argv)
     assert info.value.code == 2
+
+
+def test_generate_star_with_local_checkpoints(tmp_path, monkeypatch):
+    from stagevar import zoo
+    from stagevar.models import star
+
+    built = zoo.build("star-tiny")
+    ckpt, vae_ckpt, clip = tmp_path / "star.pth", tmp_path / "vae.pth", tmp_path / "clip"
+    torch.save({"trainer": {"var_wo_ddp": built.model.state_dict()}}, ckpt)  # the official nesting
+    torch.save(built.vae.state_dict(), vae_ckpt)
+    clip.mkdir()
+    width = built.model.blocks[0].cross_attn.mat_kv.weight.shape[1]
+
+    class FakeClip:
+        def encode_for_cfg(self, prompts):
+            return zoo.random_star_text(len(prompts), 0, width)
+
+    monkeypatch.setitem(cli.FAMILY_MODELS, "star-tiny", ("star", "tiny"))
+    monkeypatch.setattr(star, "load_clip_text_encoder", lambda path, device: FakeClip())
+    out = tmp_path / "images"
+    code = cli.main(["generate", "--model", "star-tiny", "--checkpoint", str(ckpt), "--vae", str(vae_ckpt),
+                     "--text-encoder", str(clip), "--prompt", "a", "--prompt", "b", "--batch-size", "2",
+                     "--out", str(out), "--device", "cpu"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png"]
+    with pytest.raises(SystemExit) as info:  # STAR draws square images only
+        cli.main(["generate", "--model", "star-tiny", "--checkpoint", str(ckpt), "--vae", str(vae_ckpt),
+                  "--text-encoder", str(clip), "--prompt", "a", "--aspect-ratio", "2.0"])
+    assert info.value.code == 2
+
+
+def test_calibrate_star_random_model(tmp_path):
+    out = tmp_path / "star.json"
+    assert cli.main(["calibrate", "--random", "star-tiny", "--runs", "1", "--out", str(out)]) == 0
+    schedule = StageSchedule.load(out)
+    assert schedule.unit == "block" and len(schedule.rank_ratios) == 1 and len(schedule.rank_ratios[0]) == 2

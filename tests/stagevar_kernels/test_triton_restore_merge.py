@@ -136,3 +136,66 @@ def test_registered_op_with_triton_backend(device, mode):
     want = reference.restore_merge(y, idx, cache, src, dst, mode)
     got = ops.restore_merge(y, idx, cache, src, dst, mode, backend="triton")
     torch.testing.assert_close(got.float(), want.float(), **tolerance(torch.bfloat16))
+
+
+# Tier 4 for the Triton kernels: without a GPU, compile them for sm_90 (H100) in a subprocess (the interpreter
+# switch is read at import, so the kernels must be imported there without TRITON_INTERPRET). This catches what the
+# interpreter cannot: lowering and ptxas errors, 64-bit and constexpr-1 integer specialisations.
+_AOT_SCRIPT = r"""
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from stagevar_kernels.triton import restore_merge as mod
+
+assert not mod._INTERPRET
+target = GPUTarget("cuda", 90, 32)
+ints = ["HW", "D", "H0", "W0", "H", "W", "win_h", "win_w", "stride_yb", "stride_yr", "stride_yd", "stride_cb",
+        "stride_cm", "stride_cd"]
+for mode_name, mode in mod._MODES.items():
+    block_p, block_d, num_warps = mod._block_sizes(4096, 2048, mode_name)
+    for dtype, int_type in [("bf16", "i32"), ("fp16", "i64"), ("fp32", 1)]:
+        sig = {"y_ptr": "*" + dtype, "inv_ptr": "*i32", "cache_ptr": "*" + dtype, "out_ptr": "*" + dtype,
+               "scale_h": "fp32", "scale_w": "fp32"}
+        consts = {"MODE": mode, "SAME_H": int_type == 1, "SAME_W": False, "BLOCK_P": block_p, "BLOCK_D": block_d,
+                  "INTERPRET": False}
+        for name in ints:
+            if int_type == 1:  # Triton specialises integer arguments equal to 1 into constants
+                sig[name], consts[name] = "constexpr", 1
+            else:
+                sig[name] = int_type
+        for name in ["MODE", "SAME_H", "SAME_W", "BLOCK_P", "BLOCK_D", "INTERPRET"]:
+            sig[name] = "constexpr"
+        src = ASTSource(fn=mod._restore_merge_kernel, signature=sig, constexprs=consts)
+        kernel = triton.compile(src, target=target, options={"num_warps": num_warps})
+        assert kernel.asm["cubin"], (mode_name, dtype)
+for int_type in ["i32", "i64"]:
+    sig = {"idx_ptr": "*i64", "inv_ptr": "*i32", "R": int_type, "HW": int_type, "stride_ib": int_type,
+           "stride_ij": int_type, "BLOCK": "constexpr"}
+    triton.compile(ASTSource(fn=mod._inverse_map_kernel, signature=sig, constexprs={"BLOCK": 1024}), target=target)
+print("compiled")
+"""
+
+
+def _nvidia_backend_available():
+    try:
+        import triton.backends.nvidia  # noqa: F401
+        from triton.backends.nvidia.compiler import get_ptxas  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the tests above run the compiled kernels")
+@pytest.mark.skipif(not _nvidia_backend_available(), reason="Triton's NVIDIA backend (ptxas) is not installed")
+def test_kernels_compile_for_sm90():
+    import os
+    import subprocess
+    import sys
+
+    import stagevar_kernels
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(stagevar_kernels.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-4000:]

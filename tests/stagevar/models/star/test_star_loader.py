@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny
+from star_helpers import tiny
 
 from stagevar.models.star import STAR, VQVAE, StateDictMismatch, get_preset, load_star, load_vqvae
 
@@ -112,7 +112,7 @@ def test_meta_build_then_assign_load(tiny_model):
 
 
 def test_load_pretrained_from_files(tmp_path, tiny_model):
-    from conftest import make_text
+    from star_helpers import make_text
 
     from stagevar.models.star import generate, load_pretrained
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import torch
-from conftest import make_text, tiny
+from star_helpers import make_text, tiny
 
 from stagevar.models.session import GenerationSession
 from stagevar.models.star import generate, new_session, run_scales, teacher_forced_logits

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny
+from star_helpers import tiny
 
 from stagevar.models.star import generate, load_clip_text_encoder
 
