@@ -9,9 +9,12 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-NVCC="${NVCC:-$(command -v nvcc || true)}"
-if [[ -z "${NVCC}" && -x /usr/local/cuda/bin/nvcc ]]; then NVCC=/usr/local/cuda/bin/nvcc; fi
-if [[ -z "${NVCC}" ]]; then
+# $NVCC wins when set (an empty or missing path means "no nvcc": the check is skipped), then PATH, then CUDA_HOME.
+if [[ -z "${NVCC+x}" ]]; then
+  NVCC="$(command -v nvcc || true)"
+  if [[ -z "${NVCC}" && -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]]; then NVCC="${CUDA_HOME:-/usr/local/cuda}/bin/nvcc"; fi
+fi
+if [[ -z "${NVCC}" || ! -x "${NVCC}" ]]; then
   echo "check_cuda_headers: nvcc not found; skipping the CUDA header compile check"
   exit 0
 fi

@@ -98,7 +98,10 @@ def project_and_sample(
     ``xr`` represents position ``idx[b, j]``. The random stream (``stagevar_kernels.philox``) is the contract:
     Philox4x32-10 keyed by ``(seed & 0xFFFFFFFF, seed >> 32)``; ``Q_b[i, j]`` comes from the counter
     ``(i, j // 4, b, 0)`` (word ``j % 4`` through Box-Muller pairs), the Gumbel draw of row ``i`` from word 0 of
-    ``(i, 0, b, 1)``. Every backend returns the same ``idx`` and the same ``xr`` up to float32 rounding.
+    ``(i, 0, b, 1)``. Every backend returns the same ``idx`` and the same ``xr`` up to float32 rounding. (The
+    one exception: squared norms are summed in a backend-specific order and ``log`` differs by an ulp between
+    libraries, so two rows whose keys tie to within float32 rounding can swap at the selection boundary; at
+    M = 1600 that happens about once in 10^4 batch items.)
 
     Args:
         x: ``(B, M, D)`` float32, float16 or bfloat16, any strides.

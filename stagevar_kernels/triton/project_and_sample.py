@@ -2,7 +2,7 @@
 
 Two kernels and two device-side torch calls, no host synchronisation anywhere (CUDA-graph capturable):
 
-1. ``_project_and_sample_kernel``, grid ``(cdiv(D, BLOCK_D), cdiv(rank, BLOCK_R), B)``. Each program owns the
+1. ``_project_and_sample_kernel``, grid ``(cdiv(rank, BLOCK_R), cdiv(D, BLOCK_D), B)``. Each program owns the
    output tile ``xr[b, r0:r0+BLOCK_R, d0:d0+BLOCK_D]`` and streams ``x[b, :, d0:d0+BLOCK_D]`` in ``BLOCK_M``-row
    tiles. For every x tile it regenerates the matching ``[BLOCK_M, BLOCK_R]`` block of ``Q`` from ``tl.philox``:
    one Philox call per ``(row i, group g)`` gives the four normals of columns ``4g..4g+3`` (``philox.py``), so a
@@ -15,10 +15,12 @@ Two kernels and two device-side torch calls, no host synchronisation anywhere (C
 2. ``_sampling_codes_kernel``, grid ``(cdiv(M, BLOCK), B)``: sums the partial norms in a fixed order, draws the
    Gumbel noise (counter ``(i, 0, b, 1)``), forms the keys exactly as ``philox.sampling_keys`` and writes the int64
    codes of ``philox.orderable_keys`` (key descending, then index ascending).
-3. ``torch.topk`` of the codes and ``torch.sort`` of the decoded indices, both on the device.
+3. ``torch.topk`` of the codes and ``torch.sort`` of the decoded indices, both on the device. An in-kernel
+   ``tl.sort`` would need all M codes of a batch item in one program (M=4096: one SM sorting 32 kB of int64 while
+   the rest idle); torch's radix top-k is exact on int64 codes, sync-free, and the lead's reference uses the same.
 
-Why partial-norm buffers and not ``tl.atomic_add``: the partials cost ``B * cdiv(D, BLOCK_D) * M * 4`` bytes (100 kB
-at M=1600, D=2048, BLOCK_D=128) and one tiny extra kernel, while fp32 atomics make the summation order, hence the
+Why partial-norm buffers and not ``tl.atomic_add``: the partials cost ``B * cdiv(D, BLOCK_D) * M * 4`` bytes (205 kB
+at M=1600, D=2048, BLOCK_D=64) and one tiny extra kernel, while fp32 atomics make the summation order, hence the
 low bits of the norms and of the keys, depend on scheduling: ``idx`` could then change between two runs with the
 same seed whenever two keys are within an ulp. The contract (same ``idx`` for the same seed) rules that out, and the
 codes kernel would be needed anyway because the keys need the complete norm.
@@ -134,11 +136,13 @@ def _project_and_sample_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     """xr[b] = s * n_b^T x[b] for one (D-tile, rank-tile, batch) and, on rank tile 0, per-D-tile row norms."""
-    pid_d = tl.program_id(0).to(tl.int64)
-    pid_r = tl.program_id(1)
+    # Rank tiles vary fastest in launch order, so the programs that read the same x[b, :, d-tile] run together and
+    # all but the first hit L2 (x is re-read once per rank tile: 12 times at r=721).
+    pid_r = tl.program_id(0)
+    pid_d = tl.program_id(1).to(tl.int64)
     pid_b = tl.program_id(2).to(tl.int64)
     GROUPS: tl.constexpr = BLOCK_R // 4
-    num_d_tiles = tl.num_programs(0)
+    num_d_tiles = tl.num_programs(1)
 
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
@@ -220,14 +224,14 @@ def _project_and_sample_kernel(
     # Output row j = 4 * g + k lives in acc_k[g - pid_r * GROUPS].
     rows0 = (pid_r * BLOCK_R + 4 * tl.arange(0, GROUPS)).to(tl.int64)
     out_base = xr_ptr + pid_b * R * D + offs_d[None, :]
-    for_k_mask = mask_d[None, :]
-    tl.store(out_base + rows0[:, None] * D, (acc0 * s).to(out_dtype), mask=((rows0 < R)[:, None]) & for_k_mask)
+    mask_cols = mask_d[None, :]
+    tl.store(out_base + rows0[:, None] * D, (acc0 * s).to(out_dtype), mask=((rows0 < R)[:, None]) & mask_cols)
     rows1 = rows0 + 1
-    tl.store(out_base + rows1[:, None] * D, (acc1 * s).to(out_dtype), mask=((rows1 < R)[:, None]) & for_k_mask)
+    tl.store(out_base + rows1[:, None] * D, (acc1 * s).to(out_dtype), mask=((rows1 < R)[:, None]) & mask_cols)
     rows2 = rows0 + 2
-    tl.store(out_base + rows2[:, None] * D, (acc2 * s).to(out_dtype), mask=((rows2 < R)[:, None]) & for_k_mask)
+    tl.store(out_base + rows2[:, None] * D, (acc2 * s).to(out_dtype), mask=((rows2 < R)[:, None]) & mask_cols)
     rows3 = rows0 + 3
-    tl.store(out_base + rows3[:, None] * D, (acc3 * s).to(out_dtype), mask=((rows3 < R)[:, None]) & for_k_mask)
+    tl.store(out_base + rows3[:, None] * D, (acc3 * s).to(out_dtype), mask=((rows3 < R)[:, None]) & mask_cols)
 
 
 @triton.jit
@@ -263,7 +267,7 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _block_sizes(rows: int, rank: int, channels: int) -> tuple[int, int, int, int]:
+def _block_sizes(rows: int, rank: int, channels: int, fp32: bool = False) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_R, BLOCK_D, num_warps). tl.dot needs every dimension >= 16, hence BLOCK_R >= 64."""
     if _INTERPRET:
         # ~0.6 ms per program instance in the interpreter: as few, large programs as possible.
@@ -273,10 +277,14 @@ def _block_sizes(rows: int, rank: int, channels: int) -> tuple[int, int, int, in
             min(128, max(16, _next_pow2(channels))),
             4,
         )
-    # GPU (untuned on hardware; register counts from ptxas -v for sm_90a, bf16): BLOCK_M=64 needs 255 registers and
-    # spills 212 B at 4 warps (eight live Philox states per thread); BLOCK_M=32 with BLOCK_D=64 needs 157 and no
-    # spill, so three CTAs fit an SM. Infinity-2B 40x40 (M=1600, r=282, D=2048, B=1): 32 x 5 = 160 programs.
-    return 32, 64, min(64, max(16, _next_pow2(channels))), 4
+    block_d = min(64, max(16, _next_pow2(channels)))
+    # GPU (untuned on hardware; register counts from ptxas -v for sm_90a): in bf16, BLOCK_M=64 needs 255 registers
+    # and spills 212 B at 4 warps (eight live Philox states per thread); BLOCK_M=32 with BLOCK_D=64 needs 157 and no
+    # spill, so three CTAs fit an SM. Infinity-2B 40x40 (M=1600, r=282, D=2048, B=1): 5 x 32 = 160 programs.
+    # fp32 ("ieee" FMA dot) spills 16 B at 4 warps and needs 153 registers at BLOCK_M=16.
+    if fp32:
+        return 16, 64, block_d, 4
+    return 32, 64, block_d, 4
 
 
 def project_and_sample(x: torch.Tensor, rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,7 +299,7 @@ def project_and_sample(x: torch.Tensor, rank: int, seed: int) -> tuple[torch.Ten
         to the reference's.
     """
     batch, rows, channels = x.shape
-    block_m, block_r, block_d, num_warps = _block_sizes(rows, rank, channels)
+    block_m, block_r, block_d, num_warps = _block_sizes(rows, rank, channels, x.dtype == torch.float32)
     num_d_tiles = triton.cdiv(channels, block_d)
     xr = torch.empty((batch, rank, channels), dtype=x.dtype, device=x.device)
     norm_part = torch.empty((batch, num_d_tiles, rows), dtype=torch.float32, device=x.device)
@@ -302,7 +310,7 @@ def project_and_sample(x: torch.Tensor, rank: int, seed: int) -> tuple[torch.Ten
     # fp32 inputs: "ieee" keeps fp32 accuracy (tf32 would miss the 1e-4 tolerance); half inputs use the tensor
     # cores in their own dtype with fp32 accumulation.
     precision = "ieee" if x.dtype == torch.float32 else "tf32"
-    grid = (num_d_tiles, triton.cdiv(rank, block_r), batch)
+    grid = (triton.cdiv(rank, block_r), num_d_tiles, batch)
     _project_and_sample_kernel[grid](
         x,
         xr,

@@ -135,11 +135,11 @@ from stagevar_kernels.triton import project_and_sample as mod
 
 assert not mod._INTERPRET
 target = GPUTarget("cuda", 90, 32)
-block_m, block_r, block_d, num_warps = mod._block_sizes(4096, 721, 2048)
-consts = {"BLOCK_M": block_m, "BLOCK_R": block_r, "BLOCK_D": block_d, "INTERPRET": False}
 ints = ["M", "D", "R", "stride_xb", "stride_xm", "stride_xd"]
 variants = [("bf16", "tf32", "i32"), ("fp16", "tf32", "i64"), ("fp32", "ieee", "i32"), ("bf16", "tf32", 1)]
 for dtype, precision, int_type in variants:
+    block_m, block_r, block_d, num_warps = mod._block_sizes(4096, 721, 2048, dtype == "fp32")
+    consts = {"BLOCK_M": block_m, "BLOCK_R": block_r, "BLOCK_D": block_d, "INTERPRET": False}
     sig = {"x_ptr": "*" + dtype, "xr_ptr": "*" + dtype, "norm_part_ptr": "*fp32", "seed": "i64", "scale": "fp32"}
     extra = {}
     for name in ints + ["seed"] * (int_type == 1):

@@ -151,6 +151,25 @@ def block_forward(block, x, gss, text: TextContext, rope_cs, cache=None, attn_ma
     return x, kv
 
 
+def text_to_ca(model, kv: torch.Tensor) -> torch.Tensor:
+    """``text_proj_for_ca``: Linear, GELU(tanh), Linear on the normalised text ``(N, Ct5)`` -> ``(N, D)``."""
+    l1, l2 = model.text_proj_for_ca[0], model.text_proj_for_ca[2]
+    return _linear(F.gelu(_linear(kv, l1.weight, l1.bias), approximate="tanh"), l2.weight, l2.bias)
+
+
+def shared_gss(model, cond_BD: torch.Tensor) -> torch.Tensor:
+    """``shared_ada_lin`` in fp32 (upstream disables autocast): ``(R, D)`` -> ``(R, 1, 6, C)``."""
+    lin = model.shared_ada_lin[-1]
+    with torch.autocast(device_type=cond_BD.device.type, enabled=False):
+        out = F.linear(F.silu(cond_BD.float()), lin.weight.float(), lin.bias.float())
+    return out.reshape(out.shape[0], 1, 6, -1).contiguous()
+
+
+def embed_codes(model, codes: torch.Tensor) -> torch.Tensor:
+    """``word_embed``: code vectors ``(B, L, d_vae)`` -> ``(B, L, C)`` (the weight's dtype, or autocast's)."""
+    return _linear(codes, model.word_embed.weight, model.word_embed.bias)
+
+
 def head_logits(model, x: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
     """``head(head_nm(x, cond_BD))`` in fp32 (upstream ``get_logits``): ``(R, L, C)`` -> ``(R, L, V)``."""
     nm = model.head_nm

@@ -26,7 +26,16 @@ import torch
 
 from ..session import GUIDANCES, UNIT_KINDS, rows_for
 from . import bitwise, rope
-from .blocks import TextContext, attention_pool, block_forward, head_logits, pad_rows
+from .blocks import (
+    TextContext,
+    attention_pool,
+    block_forward,
+    embed_codes,
+    head_logits,
+    pad_rows,
+    shared_gss,
+    text_to_ca,
+)
 from .schedules import normalize_schedule, rope_grid, scale_starts
 from .text import TextFeatures, cfg_rows
 
@@ -133,11 +142,10 @@ class InfinitySession:
         rows = cfg_rows(m, TextFeatures(text.feats.to(self.device).float(), text.lens), negative, self.use_cfg)
         kv = m.text_norm(rows.feats)
         self.cond_BD = attention_pool(m.text_proj_for_sos.ca, kv, rows.lens, self.ca_bf16)  # (R, D)
-        feats = m.text_proj_for_ca(kv)
+        feats = text_to_ca(m, kv)
         padded, mask = pad_rows(feats, rows.lens)
         self.text = TextContext(padded, list(rows.lens), mask, {})
-        with torch.autocast(device_type=self.device.type, enabled=False):
-            self.gss = m.shared_ada_lin(self.cond_BD.float()).float().contiguous()  # (R, 1, 6, C)
+        self.gss = shared_gss(m, self.cond_BD)  # (R, 1, 6, C) fp32
 
     # -- protocol ------------------------------------------------------------------------------------------------
     @property
@@ -155,7 +163,8 @@ class InfinitySession:
         """fp32 ``(2, h*w, head_dim/2)`` cos/sin of scale ``si`` (positions in final-grid units)."""
         if si not in self._rope_tables:
             h, w = self.scales[si]
-            self._rope_tables[si] = rope.scale_table(h, w, *self.grid, self._head_dim, device=self.device)
+            # computed on the CPU as upstream (pow/cos/sin may differ by an ulp on a GPU), then moved
+            self._rope_tables[si] = rope.scale_table(h, w, *self.grid, self._head_dim).to(self.device)
         return self._rope_tables[si]
 
     @torch.no_grad()
@@ -171,7 +180,7 @@ class InfinitySession:
                 inp = bitwise.next_input(self.summed, self.vae_scales[si], self.patchify)
                 if self.record:
                     self._pending_input = inp
-                x = m.word_embed(inp)
+                x = embed_codes(m, inp)
                 x = x.repeat(self.rows // self.batch, 1, 1)
             x += m.lvl_embed.weight[si]  # in place, as upstream's add_lvl_embeding
         return x

@@ -12,7 +12,16 @@ import torch
 from torch import nn
 
 from . import rope
-from .blocks import TextContext, attention_pool, block_forward, head_logits, pad_rows
+from .blocks import (
+    TextContext,
+    attention_pool,
+    block_forward,
+    embed_codes,
+    head_logits,
+    pad_rows,
+    shared_gss,
+    text_to_ca,
+)
 from .config import InfinityConfig, get_config
 from .modules import AdaLNBeforeHead, CrossAttnBlock, MultipleLayers, SharedAdaLin, TextAttentivePool, TextNorm
 from .official import official_call, plain_runner
@@ -147,12 +156,13 @@ def teacher_forced_logits(model, text, x_wo_prefix: torch.Tensor, scale_schedule
     device = model.pos_start.device
     kv = model.text_norm(text.feats.to(device).float())
     cond = attention_pool(model.text_proj_for_sos.ca, kv, text.lens, ca_bf16)
-    feats, mask = pad_rows(model.text_proj_for_ca(kv), text.lens)
+    feats, mask = pad_rows(text_to_ca(model, kv), text.lens)
     ctx = TextContext(feats, list(text.lens), mask, {})
-    gss = model.shared_ada_lin(cond.float()).float()
+    gss = shared_gss(model, cond)
     R = text.batch
     x = torch.cat(
-        [cond.unsqueeze(1) + model.pos_start.expand(R, 1, -1), model.word_embed(x_wo_prefix.to(device).float())], dim=1
+        [cond.unsqueeze(1) + model.pos_start.expand(R, 1, -1), embed_codes(model, x_wo_prefix.to(device).float())],
+        dim=1,
     )
     level = torch.cat([torch.full((h * w,), i, device=device) for i, (h, w) in enumerate(sched)])
     if x.shape[1] != level.numel():
@@ -160,7 +170,7 @@ def teacher_forced_logits(model, text, x_wo_prefix: torch.Tensor, scale_schedule
     x = x + model.lvl_embed.weight[level]
     grid = rope_grid(sched)
     hd = x.shape[-1] // model_blocks(model)[0][0].sa.num_heads
-    table = torch.cat([rope.scale_table(h, w, *grid, hd, device=device) for h, w in sched], dim=1)
+    table = torch.cat([rope.scale_table(h, w, *grid, hd) for h, w in sched], dim=1).to(device)
     cs = rope.gather_table(table, None)
     attn_mask = (level[:, None] >= level[None, :])[None, None]  # block-causal: scale i sees scales <= i
     for chunk in model_blocks(model):

@@ -20,6 +20,16 @@ def _randomize_(model, seed=0):
     return model
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # these tiny models gain nothing from intra-op threads, and on a shared 2-core machine the threads' spinning made
+    # the suite 10x slower under load; restored after each test
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     torch.manual_seed(0)

@@ -244,3 +244,48 @@ def test_interleaved_sessions_share_no_state(tiny):
         a.finish_scale(si, x)
     assert torch.equal(a.decode(), alone)
     assert not any(hasattr(b.sa, "cached_k") for u in a.units("chunk") for b in u)
+
+
+@pytest.mark.parametrize("mode", ["bf16_blocks_autocast", "all_bf16_no_autocast"])
+def test_bf16_paths_run_on_cpu(mode):
+    """The dtype paths the GPU uses (bf16 blocks under autocast), and an all-bf16 model without autocast."""
+    from stagevar.models.infinity import BSQVAE, build_infinity
+
+    if mode == "bf16_blocks_autocast":
+        model, amp = build_infinity("tiny", blocks_dtype=torch.bfloat16), torch.bfloat16
+    else:
+        model, amp = build_infinity("tiny", dtype=torch.bfloat16), None
+    vae = BSQVAE(model.config.vae).eval()
+    s = _run(model, vae, get_scale_schedule(1.0, "0.06M"), make_text([3, 5]), seeds=[0, 1], amp_dtype=amp, record=True)
+    assert s.kv[id(s.units("block")[0][0])][0].dtype == torch.bfloat16
+    assert s.records[-1]["logits"].dtype == torch.float32
+    img = s.decode()
+    assert img.dtype == torch.float32 and torch.isfinite(img).all()
+
+
+def test_official_call_arguments(tiny):
+    from stagevar.models.infinity import autoregressive_infer_cfg
+
+    model, vae = tiny
+    sched = [(1, h, w) for h, w in get_scale_schedule(1.0, "0.06M")]
+    kw = dict(
+        vae=vae,
+        scale_schedule=sched,
+        label_B_or_BLT=make_text([4]).as_upstream(),
+        g_seed=0,
+        cfg_list=[3.0] * 7,
+        tau_list=[1.0] * 7,
+        cfg_insertion_layer=[0],
+        vae_type=8,
+    )
+    assert autoregressive_infer_cfg(model, **kw) == ([], [], [])  # ret_img=False
+    for bad, match in (
+        (dict(vae_type=0), "vae_type"),
+        (dict(gt_leak=2), "gt_leak"),
+        (dict(trunk_scale=3), "trunk"),
+        (dict(cfg_list=[3.0] * 5), "cfg_list"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            autoregressive_infer_cfg(model, **(kw | bad))
+    no_cfg = autoregressive_infer_cfg(model, **(kw | dict(cfg_list=[1.0] * 7, cfg_insertion_layer=[-5], ret_img=True)))
+    assert no_cfg[2].shape == (1, 64, 64, 3)  # without CFG the insertion layer does not matter, as upstream
