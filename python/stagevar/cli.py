@@ -62,11 +62,9 @@ def _load_model(args):
             args.text_encoder, device=device, dtype=torch.float16 if device.type == "cuda" else torch.float32
         )
         return family, model, vae, lambda prompts: encode_prompts(tokenizer, encoder, prompts)
-    from .models.star import build_star, load_clip_text_encoder, load_star, load_vqvae
+    from .models.star import load_clip_text_encoder, load_pretrained
 
-    model, vae = build_star(config, device=device)
-    load_star(model, args.checkpoint)
-    load_vqvae(vae, args.vae)
+    model, vae = load_pretrained(args.checkpoint, args.vae, config, device=device)  # no random init of 1.7B
     clip = load_clip_text_encoder(args.text_encoder, device=device)
     return family, model, vae, clip.encode_for_cfg
 
@@ -114,7 +112,7 @@ def cmd_generate(args) -> int:
         seeds = [args.seed + start + i for i in range(len(batch))]
         images = generate(factory(batch, seeds), schedule, backend=args.backend, seed=args.seed)
         for i, image in enumerate(images):
-            array = image.permute(1, 2, 0).mul(255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+            array = image.permute(1, 2, 0).mul(255).to(torch.uint8).cpu().numpy()  # truncation, as upstream
             Image.fromarray(array).save(out / f"{start + i:05d}.png")
     print(f"wrote {len(prompts)} images to {out}")
     return 0

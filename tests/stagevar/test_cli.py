@@ -15,7 +15,7 @@ def test_demo_readme_command(tmp_path):
     # The README's main job, as a user runs it (the console script is `stagevar`; this is the same entry point).
     png = tmp_path / "demo.png"
     done = subprocess.run(
-        [sys.executable, "-m", "stagevar.cli", "demo", "--out", str(png)], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "stagevar", "demo", "--out", str(png)], capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr
     assert "RANDOM weights" in done.stdout and "speedup of the paper schedule over vanilla" in done.stdout
