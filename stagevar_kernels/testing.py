@@ -39,3 +39,26 @@ def strided_like(t: torch.Tensor, kind: str) -> torch.Tensor:
         wide[:, :, 1 : 1 + 2 * t.shape[2] : 2] = t
         return wide[:, :, 1 : 1 + 2 * t.shape[2] : 2]
     raise ValueError(f"kind: expected contiguous, permuted or sliced, got {kind!r}")
+
+
+def triton_nvidia_backend_available() -> bool:
+    """True when Triton's NVIDIA compiler (with ``ptxas``) is installed: kernels compile for sm_90 without a GPU."""
+    try:
+        import triton.backends.nvidia  # noqa: F401
+        from triton.backends.nvidia.compiler import get_ptxas  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_compiled_triton_script(script: str, timeout: int = 600):
+    """Run ``script`` in a fresh interpreter with ``TRITON_INTERPRET`` unset (it is read at import), this package
+    on the path; returns the ``subprocess.CompletedProcess`` (text mode)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)

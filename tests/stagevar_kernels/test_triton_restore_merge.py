@@ -12,7 +12,13 @@ pytest.importorskip("triton")
 
 from stagevar_kernels import RESTORE_MODES, ops, reference  # noqa: E402
 from stagevar_kernels.backends import triton_interpreting  # noqa: E402
-from stagevar_kernels.testing import devices, strided_like, tolerance  # noqa: E402
+from stagevar_kernels.testing import (  # noqa: E402
+    devices,
+    run_compiled_triton_script,
+    strided_like,
+    tolerance,
+    triton_nvidia_backend_available,
+)
 
 
 def _device_params():
@@ -176,26 +182,8 @@ print("compiled")
 """
 
 
-def _nvidia_backend_available():
-    try:
-        import triton.backends.nvidia  # noqa: F401
-        from triton.backends.nvidia.compiler import get_ptxas  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the tests above run the compiled kernels")
-@pytest.mark.skipif(not _nvidia_backend_available(), reason="Triton's NVIDIA backend (ptxas) is not installed")
+@pytest.mark.skipif(not triton_nvidia_backend_available(), reason="Triton's NVIDIA backend (ptxas) is not installed")
 def test_kernels_compile_for_sm90():
-    import os
-    import subprocess
-    import sys
-
-    import stagevar_kernels
-
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(stagevar_kernels.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    done = run_compiled_triton_script(_AOT_SCRIPT)
     assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-4000:]

@@ -12,20 +12,13 @@ arguments (``cfg_sc``, ``gumbel``, ``norm_cfg``, ...) are accepted and ignored, 
 
 from __future__ import annotations
 
-from .session import new_session, run_plain, to_uint8
+from .session import new_session, run_scales, to_uint8
 
 
 def plain_runner(session, *, decode=True, call_seed=None):
     """Runner of the unaccelerated loop (all scales, all blocks)."""
-    if decode:
-        return run_plain(session)
-    for si in range(len(session.scales)):
-        x = session.scale_input(si)
-        for unit in session.units("chunk"):
-            for block in unit:
-                x = session.run_block(block, x, si)
-        session.finish_scale(si, x)
-    return None
+    run_scales(session)
+    return session.decode() if decode else None
 
 
 def official_call(

@@ -302,12 +302,17 @@ def new_session(
     )
 
 
-def run_plain(session: InfinitySession) -> torch.Tensor:
-    """The plain loop (no acceleration): all scales, all blocks. Returns ``session.decode()``."""
+def run_scales(session: InfinitySession) -> InfinitySession:
+    """The plain loop (no acceleration): all scales, all blocks, no decode. Returns ``session``."""
     for si in range(len(session.scales)):
         x = session.scale_input(si)
         for unit in session.units("chunk"):
             for block in unit:
                 x = session.run_block(block, x, si)
         session.finish_scale(si, x)
-    return session.decode()
+    return session
+
+
+def run_plain(session: InfinitySession) -> torch.Tensor:
+    """The plain loop, then ``session.decode()``: float RGB ``(B, 3, H, W)`` in [0, 1]."""
+    return run_scales(session).decode()

@@ -83,57 +83,11 @@ class Infinity(nn.Module):
         return teacher_forced_logits(self, text, x_wo_prefix, scale_schedule, ca_bf16=ca_bf16)
 
     @torch.no_grad()
-    def autoregressive_infer_cfg(
-        self,
-        vae=None,
-        scale_schedule=None,
-        label_B_or_BLT=None,
-        B=1,
-        negative_label_B_or_BLT=None,
-        force_gt_Bhw=None,
-        g_seed=None,
-        cfg_list=(),
-        tau_list=(),
-        cfg_sc=3,
-        top_k=0,
-        top_p=0.0,
-        returns_vemb=0,
-        ratio_Bl1=None,
-        gumbel=0,
-        norm_cfg=False,
-        cfg_exp_k=0.0,
-        cfg_insertion_layer=(-5,),
-        vae_type=0,
-        softmax_merge_topk=-1,
-        ret_img=False,
-        trunk_scale=1000,
-        gt_leak=0,
-        gt_ls_Bl=None,
-        inference_mode=False,
-        save_img_path=None,
-        sampling_per_bits=1,
-    ):
-        """The official entry point; see :mod:`stagevar.models.infinity.official` for what is supported.
-        Returns ``([], [], img)``, ``img`` uint8 ``(B, H, W, 3)`` in **BGR** order as upstream."""
-        return official_call(
-            self,
-            plain_runner,
-            vae=vae,
-            scale_schedule=scale_schedule,
-            label_B_or_BLT=label_B_or_BLT,
-            B=B,
-            negative_label_B_or_BLT=negative_label_B_or_BLT,
-            g_seed=g_seed,
-            cfg_list=cfg_list,
-            tau_list=tau_list,
-            top_k=top_k,
-            top_p=top_p,
-            cfg_insertion_layer=cfg_insertion_layer,
-            vae_type=vae_type,
-            ret_img=ret_img,
-            trunk_scale=trunk_scale,
-            gt_leak=gt_leak,
-        )
+    def autoregressive_infer_cfg(self, *args, **kwargs):
+        """The official entry point with upstream's signature (``vae, scale_schedule, label_B_or_BLT, B, ...``);
+        see :func:`stagevar.models.infinity.official.official_call` for what is supported. Returns
+        ``([], [], img)``, ``img`` uint8 ``(B, H, W, 3)`` in **BGR** order as upstream."""
+        return official_call(self, plain_runner, *args, **kwargs)
 
 
 def autoregressive_infer_cfg(model, *args, **kwargs):
