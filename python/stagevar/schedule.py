@@ -189,7 +189,9 @@ def presets(model: str = "infinity") -> dict[str, StageSchedule]:
             # 60% / 50% pivotal tokens in blocks 3..27, 48 and 64 are skipped; needs 32 blocks (unit="block").
             "fastvar": StageSchedule(
                 (_fastvar_blocks(32, 0.6), _fastvar_blocks(32, 0.5), 0.0, 0.0),
-                projection="prune", unit="block", name="fastvar",
+                projection="prune",
+                unit="block",
+                name="fastvar",
             ),
         }
     # STAR (paper, section 4.1 and D.1): the last step at 0.176 with null guidance, one projection per block.

@@ -14,8 +14,16 @@ from contextlib import contextmanager
 
 from torch import nn
 
-_PATCHED = (nn.Linear, nn.LayerNorm, nn.BatchNorm2d, nn.SyncBatchNorm, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d,
-            nn.ConvTranspose2d)
+_PATCHED = (
+    nn.Linear,
+    nn.LayerNorm,
+    nn.BatchNorm2d,
+    nn.SyncBatchNorm,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+)
 _OWNED_PREFIXES = ("models", "dist", "utils", "timm")
 
 
@@ -34,10 +42,10 @@ def _stand_ins() -> dict[str, types.ModuleType]:
     mods = {
         "timm": _stub("timm"),
         "timm.models": _stub("timm.models"),
-        "timm.models.vision_transformer": _stub("timm.models.vision_transformer", Mlp=_unused, PatchEmbed=_unused,
-                                                _cfg=_unused),
-        "timm.models.layers": _stub("timm.models.layers", DropPath=_unused, to_2tuple=_unused,
-                                    trunc_normal_=_unused),
+        "timm.models.vision_transformer": _stub(
+            "timm.models.vision_transformer", Mlp=_unused, PatchEmbed=_unused, _cfg=_unused
+        ),
+        "timm.models.layers": _stub("timm.models.layers", DropPath=_unused, to_2tuple=_unused, trunc_normal_=_unused),
         "timm.models.registry": _stub("timm.models.registry", register_model=lambda f: f),
     }
     try:

@@ -23,9 +23,20 @@ from stagevar.models.infinity.official import official_call, plain_runner  # noq
 
 def _call(text, vae, seed=3):
     sched = _sched()
-    return dict(vae=vae, scale_schedule=sched, label_B_or_BLT=text.as_upstream(), B=1, g_seed=seed,
-                cfg_list=[3.0] * len(sched), tau_list=[0.5] * len(sched), top_k=900, top_p=0.97,
-                cfg_insertion_layer=0, vae_type=8, ret_img=True)
+    return dict(
+        vae=vae,
+        scale_schedule=sched,
+        label_B_or_BLT=text.as_upstream(),
+        B=1,
+        g_seed=seed,
+        cfg_list=[3.0] * len(sched),
+        tau_list=[0.5] * len(sched),
+        top_k=900,
+        top_p=0.97,
+        cfg_insertion_layer=0,
+        vae_type=8,
+        ret_img=True,
+    )
 
 
 @pytest.mark.parametrize("schedule", ["paper", "cfg-drop-only"])

@@ -18,8 +18,18 @@ import stagevar  # noqa: E402
 def test_accelerated_official_star_equals_our_class(pair):
     ovae, ovar, vae, model = pair
     hidden, mask, pool = _text(1, seed=4)
-    args = dict(B=1, label_B=None, encoder_hidden_states=hidden, encoder_attention_mask=mask,
-                encoder_pool_feat=pool, g_seed=5, more_smooth=False, w_mask=True, sample_version="1024", **KW)
+    args = dict(
+        B=1,
+        label_B=None,
+        encoder_hidden_states=hidden,
+        encoder_attention_mask=mask,
+        encoder_pool_feat=pool,
+        g_seed=5,
+        more_smooth=False,
+        w_mask=True,
+        sample_version="1024",
+        **KW,
+    )
     stock = ovar.autoregressive_infer_cfg(**args)
     with stagevar.accelerated(ovar, "paper"):
         theirs = ovar.autoregressive_infer_cfg(**args)

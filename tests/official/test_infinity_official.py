@@ -159,7 +159,7 @@ def _official_bits(official, monkeypatch):
     return bits
 
 
-@pytest.mark.parametrize("case", ["b1", "b2_int_seed", "negative", "patchify"])
+@pytest.mark.parametrize("case", ["b1", "b2_int_seed", "negative", "patchify", "hidden_cfg"])
 def test_generation_reproduces_upstream(official, tmp_path, monkeypatch, case):
     from stagevar.models.infinity import new_session, run_plain, to_uint8
 
@@ -171,6 +171,7 @@ def test_generation_reproduces_upstream(official, tmp_path, monkeypatch, case):
     B = 2 if case == "b2_int_seed" else 1
     text = _text([5, 3][:B])
     neg = _text([7], seed=9) if case == "negative" else None
+    insertion = [-2] if case == "hidden_cfg" else [0]  # CFG on block 2's output (gen_one_img defaults to -5)
     bits = _official_bits(official, monkeypatch)
     with torch.no_grad():
         _, _, img = off.autoregressive_infer_cfg(
@@ -184,7 +185,7 @@ def test_generation_reproduces_upstream(official, tmp_path, monkeypatch, case):
             tau_list=[0.5] * n,
             top_k=900,
             top_p=0.97,
-            cfg_insertion_layer=[0],
+            cfg_insertion_layer=insertion,
             vae_type=8,
             ret_img=True,
             returns_vemb=1,
@@ -193,7 +194,17 @@ def test_generation_reproduces_upstream(official, tmp_path, monkeypatch, case):
     assert len(bits) == n
     for model, v in ((off, ovae), (ours, vae)):  # the session on the official objects, and our classes
         s = new_session(
-            model, v, sched, text, negative_text=neg, seeds=7, cfg_list=3.0, tau_list=0.5, record=True, ca_bf16=True
+            model,
+            v,
+            sched,
+            text,
+            negative_text=neg,
+            seeds=7,
+            cfg_list=3.0,
+            tau_list=0.5,
+            record=True,
+            ca_bf16=True,
+            cfg_insertion_layer=insertion,
         )
         out = to_uint8(run_plain(s)).flip(dims=(3,))
         for si in range(n):

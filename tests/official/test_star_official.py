@@ -40,10 +40,23 @@ KW = dict(cfg=4.5, top_k=20, top_p=0.9)
 
 
 def _official_kwargs(patch_nums, **over):
-    kw = dict(device="cpu", patch_nums=patch_nums, shared_aln=False, attn_l2_norm=True, enable_cross=True,
-              flash_if_available=False, fused_if_available=True, rope_emb=True, lvl_emb=True,
-              enable_logit_norm=True, enable_adaptive_norm=False, train_mode="none", rope_theta=10000,
-              rope_norm=64.0, sample_from_idx=9)
+    kw = dict(
+        device="cpu",
+        patch_nums=patch_nums,
+        shared_aln=False,
+        attn_l2_norm=True,
+        enable_cross=True,
+        flash_if_available=False,
+        fused_if_available=True,
+        rope_emb=True,
+        lvl_emb=True,
+        enable_logit_norm=True,
+        enable_adaptive_norm=False,
+        train_mode="none",
+        rope_theta=10000,
+        rope_norm=64.0,
+        sample_from_idx=9,
+    )
     kw.update(over)
     return kw
 
@@ -138,8 +151,16 @@ def test_kv_cached_generation_equals_official(pair, batch):
     ovar.get_logits = spy
     try:
         ref_img = ovar.autoregressive_infer_cfg(
-            B=batch, label_B=None, encoder_hidden_states=hidden, encoder_attention_mask=mask,
-            encoder_pool_feat=pool, g_seed=42, more_smooth=False, w_mask=True, sample_version="1024", **KW,
+            B=batch,
+            label_B=None,
+            encoder_hidden_states=hidden,
+            encoder_attention_mask=mask,
+            encoder_pool_feat=pool,
+            g_seed=42,
+            more_smooth=False,
+            w_mask=True,
+            sample_version="1024",
+            **KW,
         )
     finally:
         del ovar.get_logits
@@ -167,12 +188,23 @@ def test_kv_cached_generation_equals_official(pair, batch):
 def test_autoregressive_infer_cfg_same_images(pair):
     ovae, ovar, vae, model = pair
     hidden, mask, pool = _text(1, seed=9)
-    args = dict(B=1, label_B=None, encoder_hidden_states=hidden, encoder_attention_mask=mask,
-                encoder_pool_feat=pool, g_seed=5, more_smooth=False, w_mask=True, sample_version="1024", **KW)
+    args = dict(
+        B=1,
+        label_B=None,
+        encoder_hidden_states=hidden,
+        encoder_attention_mask=mask,
+        encoder_pool_feat=pool,
+        g_seed=5,
+        more_smooth=False,
+        w_mask=True,
+        sample_version="1024",
+        **KW,
+    )
     ref = ovar.autoregressive_infer_cfg(**args)
     torch.testing.assert_close(model.autoregressive_infer_cfg(**args), ref, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(generate(ovar, None, (hidden, mask, pool), batch=1, seeds=5, **KW), ref,
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        generate(ovar, None, (hidden, mask, pool), batch=1, seeds=5, **KW), ref, rtol=1e-4, atol=1e-4
+    )
     # the entry point accelerate() installs, with the plain runner, on the official object
     torch.testing.assert_close(official_call(ovar, plain_runner, **args), ref, rtol=1e-4, atol=1e-4)
 
@@ -181,8 +213,9 @@ def test_vae_decode_equal(pair):
     ovae, _, vae, _ = pair
     f_hat = torch.randn(2, 8, 6, 6, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        torch.testing.assert_close(vae.fhat_to_img(f_hat.clone()), ovae.fhat_to_img(f_hat.clone()),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            vae.fhat_to_img(f_hat.clone()), ovae.fhat_to_img(f_hat.clone()), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_loaders_accept_official_checkpoints(pair, official, tmp_path):
@@ -205,8 +238,9 @@ def test_loaders_accept_official_checkpoints(pair, official, tmp_path):
     ovar.load_state_dict(model.state_dict(), strict=True)
     # the sampler checkpoint (official model with enable_adaptive_norm=True) is refused
     torch.manual_seed(0)
-    _, sampler = build_official(official, **_official_kwargs(PN, **dict(TINY, depth=3), enable_adaptive_norm=True,
-                                                    sample_from_idx=2))
+    _, sampler = build_official(
+        official, **_official_kwargs(PN, **dict(TINY, depth=3), enable_adaptive_norm=True, sample_from_idx=2)
+    )
     m3 = STAR(STARConfig(depth=3, width=192, heads=3, in_dim_cross=64, vocab_size=64, cvae=8, patch_nums=PN))
     with pytest.raises(ValueError, match="sampler head is not supported"):
         load_star(m3, {"trainer": {"var_wo_ddp": sampler.state_dict()}})

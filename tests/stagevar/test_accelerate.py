@@ -102,3 +102,18 @@ def test_accelerate_star():
         slow = built.model.autoregressive_infer_cfg(**kwargs)
     assert fast.shape == plain.shape and torch.equal(slow, plain) and not torch.equal(fast, plain)
     assert torch.equal(built.model.autoregressive_infer_cfg(**kwargs), plain)
+
+
+def test_hidden_state_cfg_of_gen_one_img(tiny):
+    # gen_one_img's default mixes the guidance branches on a block's output (cfg_insertion_layer=-k).
+    _, kwargs = _official_args(tiny, seed=2)
+    kwargs["cfg_insertion_layer"] = [-1]
+    _, _, plain = tiny.model.autoregressive_infer_cfg(**kwargs)
+    _, _, on_logits = tiny.model.autoregressive_infer_cfg(**(kwargs | {"cfg_insertion_layer": [0]}))
+    assert not torch.equal(plain, on_logits)
+    with stagevar.accelerated(tiny.model, "paper"):  # null guidance in the fidelity steps: nothing to mix there
+        _, _, fast = tiny.model.autoregressive_infer_cfg(**kwargs)
+    assert fast.shape == plain.shape
+    reduced_with_cfg = presets("infinity")["paper"].with_(guidance="cfg")
+    with stagevar.accelerated(tiny.model, reduced_with_cfg), pytest.raises(ValueError, match="^cfg_insertion_layer"):
+        tiny.model.autoregressive_infer_cfg(**kwargs)

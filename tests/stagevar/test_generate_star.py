@@ -16,8 +16,9 @@ def tiny():
 def _session(tiny, batch=1, seed=0):
     width = tiny.model.blocks[0].cross_attn.mat_kv.weight.shape[1]
     text = zoo.random_star_text(batch, seed, width)
-    return new_session(tiny.model, tiny.vae, text, batch=batch, seeds=[seed + i for i in range(batch)], cfg=4.5,
-                       top_k=600, top_p=0.8)
+    return new_session(
+        tiny.model, tiny.vae, text, batch=batch, seeds=[seed + i for i in range(batch)], cfg=4.5, top_k=600, top_p=0.8
+    )
 
 
 def test_vanilla_equals_the_plain_loop_bit_for_bit(tiny):

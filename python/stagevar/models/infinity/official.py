@@ -5,7 +5,8 @@
 loop for our class, the StageVAR loop after ``stagevar.accelerate``. Returns upstream's ``(ret, idx_Bl_list, img)``:
 ``([], [], img)`` with ``img`` uint8 ``(B, H, W, 3)`` in **BGR** order (``([], [], [])`` without ``ret_img``).
 
-Supported: ``cfg_insertion_layer=[0]`` (CFG on logits; every official script), the bitwise VAE (``vae_type != 0``),
+Supported: ``cfg_insertion_layer`` 0 (CFG on logits; every official script) or -k (on a block's output;
+``gen_one_img``'s default -5), the bitwise VAE (``vae_type != 0``),
 ``gt_leak <= 0``, ``trunk_scale >= len(scale_schedule)``. Anything else raises ``ValueError``. The unused upstream
 arguments (``cfg_sc``, ``gumbel``, ``norm_cfg``, ...) are accepted and ignored, as upstream ignores them.
 """
@@ -59,9 +60,6 @@ def official_call(
     cfg_list, tau_list = list(cfg_list), list(tau_list)
     if len(cfg_list) < n or len(tau_list) < n:
         raise ValueError(f"cfg_list/tau_list: need at least {n} values (one per scale)")
-    layers = [cfg_insertion_layer] if isinstance(cfg_insertion_layer, int) else list(cfg_insertion_layer)
-    if any(c != 1 for c in cfg_list[:n]) and layers != [0]:
-        raise ValueError(f"cfg_insertion_layer={cfg_insertion_layer!r}: only [0] (CFG on logits) is supported")
     if vae_type == 0:
         raise ValueError("vae_type=0 (index labels) is not supported: Infinity-2B/8B use the bitwise VAE")
     if gt_leak is not None and gt_leak > 0:
@@ -81,6 +79,7 @@ def official_call(
         tau_list=tau_list[:n],
         top_k=top_k,
         top_p=top_p,
+        cfg_insertion_layer=cfg_insertion_layer,
     )
     images = runner(session, decode=bool(ret_img), call_seed=seed)
     if not ret_img:

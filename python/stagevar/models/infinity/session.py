@@ -61,6 +61,21 @@ def _generators(seeds, batch: int, device):
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
+def _cfg_insertion(layers, depth: int) -> tuple[bool, set[int]]:
+    """Upstream's ``cfg_insertion_layer``: 0 = CFG on the logits; ``-k`` = CFG on the output of block ``depth - k``
+    (its rows mixed and duplicated). Returns (on logits, the absolute block indices)."""
+    items = [layers] if isinstance(layers, int) else list(layers)
+    on_logits, absolute = False, set()
+    for item in items:
+        if item == 0:
+            on_logits = True
+        elif item < 0 and depth + item > 0:
+            absolute.add(depth + item)
+        else:
+            raise ValueError(f"cfg_insertion_layer: {item} is not supported (0, or -k with 0 < k < depth={depth})")
+    return on_logits, absolute
+
+
 def model_blocks(model) -> list[list]:
     """The block chunks of ``model`` as lists of blocks (official: ``block_chunks[i].module``; ``blocks`` fallback)."""
     if hasattr(model, "block_chunks"):
@@ -94,6 +109,7 @@ class InfinitySession:
         record=False,
         amp_dtype="auto",
         ca_bf16=False,
+        cfg_insertion_layer=0,
     ):
         self.model, self.vae = model, vae
         self.scales = normalize_schedule(scale_schedule)
@@ -125,6 +141,11 @@ class InfinitySession:
         self.guidance = "cfg" if self.use_cfg else "cond"
         self._chunks = model_blocks(model)
         self._head_dim = self.width // self._chunks[0][0].sa.num_heads
+        # Without CFG there is nothing to mix, so the insertion layer is not even checked.
+        self.cfg_on_logits, self.cfg_layers = (
+            _cfg_insertion(cfg_insertion_layer, sum(map(len, self._chunks))) if self.use_cfg else (False, set())
+        )
+        self._layer = 0  # index of the next block within the current scale (for hidden-state CFG)
         self._rope_tables: dict[int, torch.Tensor] = {}
         self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.summed: torch.Tensor | None = None
@@ -170,6 +191,7 @@ class InfinitySession:
     @torch.no_grad()
     def scale_input(self, si: int) -> torch.Tensor:
         m = self.model
+        self._layer = 0
         with self._amp():
             if si == 0:
                 R = self.rows
@@ -195,6 +217,17 @@ class InfinitySession:
         with self._amp():
             x, kv = block_forward(block, x, self.gss, self.text, cs, self.kv.get(key), None, self.ca_bf16)
         self.kv[key] = kv
+        layer, self._layer = self._layer, self._layer + 1
+        cfg = self.cfg_list[si]
+        if self.guidance == "cfg" and cfg != 1 and layer in self.cfg_layers:  # upstream's CFG on a hidden state
+            if positions is not None:
+                raise ValueError(
+                    "cfg_insertion_layer: CFG on a hidden state cannot mix rows of projected tokens (each row has "
+                    "its own positions); use null or cond guidance in the fidelity steps, or cfg_insertion_layer=0"
+                )
+            B = self.batch
+            x = cfg * x[:B] + (1 - cfg) * x[B:]
+            x = torch.cat((x, x), 0)
         return x
 
     def set_guidance(self, guidance: str) -> None:
@@ -215,7 +248,7 @@ class InfinitySession:
         h, w = self.scales[si]
         cfg, tau = self.cfg_list[si], self.tau_list[si]
         with torch.autocast(device_type=self.device.type, enabled=False):
-            if self.guidance == "cfg" and cfg != 1:
+            if self.guidance == "cfg" and cfg != 1 and self.cfg_on_logits:
                 raw = head_logits(self.model, x, self.cond_BD)
                 logits = raw.mul(1 / tau)
                 logits = cfg * logits[:B] + (1 - cfg) * logits[B:]
@@ -268,6 +301,7 @@ def new_session(
     record=False,
     amp_dtype="auto",
     ca_bf16=False,
+    cfg_insertion_layer=0,
 ) -> InfinitySession:
     """Start one generation.
 
@@ -283,6 +317,9 @@ def new_session(
         record: keep per-scale logits and bits in ``session.records``.
         amp_dtype: autocast dtype (``"auto"``: bf16 on CUDA as upstream's scripts, none on CPU).
         ca_bf16: run fp32 cross-attention in bf16, as upstream's flash_attn call does (for comparisons with upstream).
+        cfg_insertion_layer: upstream's choice of where CFG mixes the two branches: 0 (the logits; every official
+            script) or ``-k`` (the output of block ``depth - k``, then logits of the prompt rows; ``gen_one_img``'s
+            default -5), or a list of such values.
     """
     return InfinitySession(
         model,
@@ -299,6 +336,7 @@ def new_session(
         record=record,
         amp_dtype=amp_dtype,
         ca_bf16=ca_bf16,
+        cfg_insertion_layer=cfg_insertion_layer,
     )
 
 

@@ -38,8 +38,16 @@ def build_star(name: str = "star-d30-1024", device=None, dtype: torch.dtype | No
     return model.eval(), vae
 
 
-def load_pretrained(star_path, vae_path, name: str = "star-d30-1024", device="cpu", dtype: torch.dtype | None = None,
-                    *, allow_pickle: bool = False, **overrides):
+def load_pretrained(
+    star_path,
+    vae_path,
+    name: str = "star-d30-1024",
+    device="cpu",
+    dtype: torch.dtype | None = None,
+    *,
+    allow_pickle: bool = False,
+    **overrides,
+):
     """Model and VQ-VAE of preset ``name`` with the official checkpoints loaded (strict), on ``device``.
 
     Built on the meta device and filled by assignment, so the 1.7B random init is never computed.
@@ -57,7 +65,22 @@ def load_pretrained(star_path, vae_path, name: str = "star-d30-1024", device="cp
 
 __all__ = [
     "load_pretrained",
-    "PRESETS", "STAR", "STARConfig", "STARSession", "StateDictMismatch", "VQVAE", "VQVAEConfig", "CLIPTextEncoder",
-    "build_star", "generate", "get_preset", "load_clip_text_encoder", "load_star", "load_vqvae", "new_session",
-    "run_plain", "run_scales", "teacher_forced_logits",
+    "PRESETS",
+    "STAR",
+    "STARConfig",
+    "STARSession",
+    "StateDictMismatch",
+    "VQVAE",
+    "VQVAEConfig",
+    "CLIPTextEncoder",
+    "build_star",
+    "generate",
+    "get_preset",
+    "load_clip_text_encoder",
+    "load_star",
+    "load_vqvae",
+    "new_session",
+    "run_plain",
+    "run_scales",
+    "teacher_forced_logits",
 ]

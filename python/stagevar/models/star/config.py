@@ -93,7 +93,11 @@ PRESETS: dict[str, Preset] = {
     # Test-sized: seconds on a CPU. ch=32 keeps GroupNorm(32) valid; 4 levels -> 8x downsampling.
     "tiny": _preset(
         STARConfig(depth=2, width=128, heads=4, in_dim_cross=64, vocab_size=64, cvae=8, patch_nums=(1, 2, 3, 4)),
-        vocab_size=64, z_channels=8, ch=32, ch_mult=(1, 1, 2), num_res_blocks=1,
+        vocab_size=64,
+        z_channels=8,
+        ch=32,
+        ch_mult=(1, 1, 2),
+        num_res_blocks=1,
     ),
 }
 

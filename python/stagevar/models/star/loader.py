@@ -81,7 +81,7 @@ def extract_star_state_dict(obj) -> dict[str, torch.Tensor]:
         if not isinstance(trainer, dict) or "var_wo_ddp" not in trainer:
             raise ValueError("STAR checkpoint: has 'trainer' but no 'trainer'/'var_wo_ddp' state dict")
         obj = trainer["var_wo_ddp"]
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+    sd = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in obj.items()}
     bad = sorted(k for k in sd if k.startswith(SAMPLER_KEY_PREFIXES))
     if bad:
         raise ValueError(
@@ -125,8 +125,11 @@ def load_into(model: nn.Module, sd: dict, *, strict: bool = True, what: str = "s
 
 def load_star(model: nn.Module, path_or_state, *, strict: bool = True, allow_pickle: bool = False) -> nn.Module:
     """Load a STAR transformer checkpoint (path, loaded object, or state dict) into ``model``; returns ``model``."""
-    obj = read_checkpoint(path_or_state, allow_pickle=allow_pickle) if isinstance(path_or_state, (str, os.PathLike)) \
+    obj = (
+        read_checkpoint(path_or_state, allow_pickle=allow_pickle)
+        if isinstance(path_or_state, (str, os.PathLike))
         else path_or_state
+    )
     load_into(model, extract_star_state_dict(obj), strict=strict, what="STAR transformer")
     return model
 
@@ -137,8 +140,11 @@ def load_vqvae(vae: nn.Module, path_or_state, *, strict: bool = True, allow_pick
     ``quantize.ema_vocab_hit_SV`` (a training statistic, one row per scale) is replaced by the model's own buffer
     when its number of scales differs (the 10-scale VAR checkpoint in a 14-scale STAR model), as upstream.
     """
-    sd = read_checkpoint(path_or_state, allow_pickle=allow_pickle) if isinstance(path_or_state, (str, os.PathLike)) \
+    sd = (
+        read_checkpoint(path_or_state, allow_pickle=allow_pickle)
+        if isinstance(path_or_state, (str, os.PathLike))
         else path_or_state
+    )
     if isinstance(sd, nn.Module):
         sd = sd.state_dict()
     sd = dict(sd)

@@ -53,8 +53,20 @@ class STARSession:
     (int64 ``(B, pn^2)``); ``record_logits``/``record_tokens`` list the raw logits and the tokens.
     """
 
-    def __init__(self, model: nn.Module, vae: nn.Module, text, *, batch: int, seeds=None, cfg: float = 4.5,
-                 top_k: int = 600, top_p: float = 0.8, record: bool = False, amp_dtype="auto"):
+    def __init__(
+        self,
+        model: nn.Module,
+        vae: nn.Module,
+        text,
+        *,
+        batch: int,
+        seeds=None,
+        cfg: float = 4.5,
+        top_k: int = 600,
+        top_p: float = 0.8,
+        record: bool = False,
+        amp_dtype="auto",
+    ):
         geo = model_geometry(model)
         self.model, self.vae, self.quantize = model, vae, vae.quantize
         self.device = model.word_embed.weight.device
@@ -187,8 +199,9 @@ class STARSession:
             positions = positions.to(self.device)
             cos, sin = cos[positions], sin[positions]
         with self._amp():
-            return block_forward(block, x, cos, sin, kv_append=self._append(id(block)),
-                                 text_row0=self._text_row0(block))
+            return block_forward(
+                block, x, cos, sin, kv_append=self._append(id(block)), text_row0=self._text_row0(block)
+            )
 
     def set_guidance(self, guidance: str) -> None:
         """Keep only the prompt rows (``"cond"``) or the empty-prompt rows (``"null"``) from now on."""
@@ -243,8 +256,19 @@ class STARSession:
         return self.f_hat
 
 
-def new_session(model: nn.Module, vae: nn.Module | None, text, *, batch: int, seeds=None, cfg: float = 4.5,
-                top_k: int = 600, top_p: float = 0.8, record: bool = False, amp_dtype="auto") -> STARSession:
+def new_session(
+    model: nn.Module,
+    vae: nn.Module | None,
+    text,
+    *,
+    batch: int,
+    seeds=None,
+    cfg: float = 4.5,
+    top_k: int = 600,
+    top_p: float = 0.8,
+    record: bool = False,
+    amp_dtype="auto",
+) -> STARSession:
     """A :class:`STARSession` for ``model`` (ours or an official ``VAR``) and its VQ-VAE.
 
     Args:
@@ -262,8 +286,18 @@ def new_session(model: nn.Module, vae: nn.Module | None, text, *, batch: int, se
         if not proxy:
             raise ValueError("new_session: pass the VQ-VAE (the model has no vae_proxy)")
         vae = proxy[0]
-    return STARSession(model, vae, text, batch=batch, seeds=seeds, cfg=cfg, top_k=top_k, top_p=top_p, record=record,
-                       amp_dtype=amp_dtype)
+    return STARSession(
+        model,
+        vae,
+        text,
+        batch=batch,
+        seeds=seeds,
+        cfg=cfg,
+        top_k=top_k,
+        top_p=top_p,
+        record=record,
+        amp_dtype=amp_dtype,
+    )
 
 
 @torch.no_grad()

@@ -46,7 +46,10 @@ class CLIPTextEncoder:
     def encode(self, prompts: list[str]):
         """Tokenise (pad to ``model_max_length``, truncate) and encode ``prompts``."""
         tok = self.tokenizer(
-            list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
             return_tensors="pt",
         ).to(self.device)
         out = self.model(input_ids=tok.input_ids, attention_mask=tok.attention_mask)

@@ -116,8 +116,19 @@ class STAR(nn.Module):
         from .official import official_call, plain_runner
 
         return official_call(
-            self, plain_runner, B, label_B, encoder_hidden_states, encoder_attention_mask, encoder_pool_feat,
-            g_seed=g_seed, cfg=cfg, top_k=top_k, top_p=top_p, more_smooth=more_smooth, w_mask=w_mask,
+            self,
+            plain_runner,
+            B,
+            label_B,
+            encoder_hidden_states,
+            encoder_attention_mask,
+            encoder_pool_feat,
+            g_seed=g_seed,
+            cfg=cfg,
+            top_k=top_k,
+            top_p=top_p,
+            more_smooth=more_smooth,
+            w_mask=w_mask,
             sample_version=sample_version,
         )
 
