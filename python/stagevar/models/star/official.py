@@ -8,22 +8,20 @@ our class, the StageVAR loop after ``stagevar.accelerate``. Returns upstream's v
 
 As upstream, the autocast context is the caller's (``sample.py`` wraps the call in fp16 autocast); decoding is fp32.
 ``label_B`` is ignored (as upstream); ``w_mask`` has no effect (no sampler head: the sampler checkpoint is not
-supported); ``more_smooth=True`` and ``sample_version='old'`` raise NotImplementedError.
+supported); ``more_smooth=True`` and ``sample_version='old'`` raise ``ValueError`` naming the argument.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .session import new_session, run_plain, run_scales
+from .session import new_session, run_scales
 
 
 def plain_runner(session, *, decode=True, call_seed=None):
     """Runner of the unaccelerated loop (all scales, all blocks)."""
-    if decode:
-        return run_plain(session)
     run_scales(session)
-    return None
+    return session.decode() if decode else None
 
 
 @torch.no_grad()
@@ -45,14 +43,14 @@ def official_call(
 ):
     """Upstream ``VAR.autoregressive_infer_cfg`` semantics (``models/var_drop.py``) driven by ``runner``."""
     if more_smooth:
-        raise NotImplementedError("STAR: more_smooth (Gumbel-softmax visualisation) is not supported")
+        raise ValueError("more_smooth: STAR's Gumbel-softmax visualisation mode is not supported")
     if sample_version == "old":
-        raise NotImplementedError("STAR: sample_version='old' (per-scale top-k overrides) is not supported")
+        raise ValueError("sample_version: 'old' (per-scale top-k/top-p overrides) is not supported")
     if encoder_hidden_states is None or encoder_attention_mask is None or encoder_pool_feat is None:
-        raise ValueError("encoder_hidden_states, encoder_attention_mask and encoder_pool_feat are required")
+        raise ValueError("encoder_hidden_states/encoder_attention_mask/encoder_pool_feat: all three are required")
     proxy = getattr(model, "vae_proxy", ())
     if not proxy or proxy[0] is None:
-        raise ValueError("STAR: the model has no VQ-VAE (vae_proxy); for our STAR call model.attach_vae(vae)")
+        raise ValueError("model: the STAR model has no VQ-VAE (vae_proxy); for our STAR call model.attach_vae(vae)")
     seed = None if g_seed is None else int(g_seed)
     session = new_session(
         model,

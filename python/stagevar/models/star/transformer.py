@@ -92,45 +92,14 @@ class STAR(nn.Module):
         return new_session(self, vae, text, **kwargs)
 
     @torch.no_grad()
-    def autoregressive_infer_cfg(
-        self,
-        B: int,
-        label_B=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        encoder_pool_feat=None,
-        g_seed: int | None = None,
-        cfg: float = 1.5,
-        top_k: int = 0,
-        top_p: float = 0.0,
-        more_smooth: bool = False,
-        w_mask: bool = False,
-        sample_version: str = "new",
-    ) -> torch.Tensor:
-        """Official signature and result: images ``(B, 3, H, W)`` float in ``[0, 1]`` (see :mod:`.official`).
-
-        ``label_B`` is ignored (as upstream). ``w_mask`` has no effect: this model has no sampler head.
-        ``more_smooth`` (Gumbel visualisation mode) and ``sample_version='old'`` are not supported. Autocast is the
-        caller's, as upstream. ``stagevar.accelerate(model)`` replaces this method with the scheduled loop.
-        """
+    def autoregressive_infer_cfg(self, *args, **kwargs) -> torch.Tensor:
+        """The official entry point with upstream's signature (``B, label_B, encoder_hidden_states,
+        encoder_attention_mask, encoder_pool_feat, g_seed, cfg, top_k, top_p, more_smooth, w_mask,
+        sample_version``): images ``(B, 3, H, W)`` float in ``[0, 1]``; see :mod:`.official` for what is supported.
+        Autocast is the caller's, as upstream. ``stagevar.accelerate(model)`` replaces this method."""
         from .official import official_call, plain_runner
 
-        return official_call(
-            self,
-            plain_runner,
-            B,
-            label_B,
-            encoder_hidden_states,
-            encoder_attention_mask,
-            encoder_pool_feat,
-            g_seed=g_seed,
-            cfg=cfg,
-            top_k=top_k,
-            top_p=top_p,
-            more_smooth=more_smooth,
-            w_mask=w_mask,
-            sample_version=sample_version,
-        )
+        return official_call(self, plain_runner, *args, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- teacher forcing

@@ -235,7 +235,7 @@ def test_autoregressive_infer_cfg_matches_session(tiny_model):
         sample_version="1024",
     )
     assert torch.equal(img, generate(model, vae, (hidden, mask, pool), batch=2, seeds=3, **KW))
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="^more_smooth: "):
         model.autoregressive_infer_cfg(2, None, hidden, mask, pool, g_seed=3, more_smooth=True)
 
 
