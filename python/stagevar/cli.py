@@ -66,7 +66,8 @@ def _load_model(args):
 
     model, vae = load_pretrained(args.checkpoint, args.vae, config, device=device)  # no random init of 1.7B
     clip = load_clip_text_encoder(args.text_encoder, device=device)
-    return family, model, vae, clip.encode_for_cfg
+    negative = getattr(args, "negative_prompt", None) or ""  # STAR's null rows encode the empty prompt
+    return family, model, vae, lambda prompts: clip.encode(list(prompts) + [negative] * len(prompts))
 
 
 def _session_factory(args, family, model, vae, encode):
@@ -75,8 +76,9 @@ def _session_factory(args, family, model, vae, encode):
 
         scales = get_scale_schedule(args.aspect_ratio, args.pn)
         cfg = 3.0 if args.cfg is None else args.cfg
+        negative = encode([args.negative_prompt]) if getattr(args, "negative_prompt", None) else None  # else cfg_uncond
         return lambda prompts, seeds: new_session(
-            model, vae, scales, encode(prompts), seeds=seeds, cfg_list=cfg, tau_list=args.tau
+            model, vae, scales, encode(prompts), negative_text=negative, seeds=seeds, cfg_list=cfg, tau_list=args.tau
         )
     from .models.star import new_session
 
@@ -176,6 +178,7 @@ def _add_loading(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--text-encoder", required=required, help="local flan-T5-XL (Infinity) or CLIP (STAR) folder")
     p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     p.add_argument("--prompts-file", help="a text file with one prompt per line")
+    p.add_argument("--negative-prompt", help="replaces the null prompt of classifier-free guidance")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--aspect-ratio", type=float, default=1.0, help="h/w; the nearest Infinity template is used")
     p.add_argument("--pn", default="1M", choices=["0.06M", "0.25M", "0.60M", "1M"])

@@ -72,9 +72,13 @@ def test_generate_with_local_checkpoints(tmp_path, monkeypatch):
     t5.mkdir()
     monkeypatch.setitem(cli.FAMILY_MODELS, "infinity-tiny", ("infinity", "tiny"))
     monkeypatch.setattr(infinity, "load_t5", lambda path, device, dtype: (None, None))
-    monkeypatch.setattr(
-        infinity, "encode_prompts", lambda tok, enc, prompts: zoo.random_infinity_text(128, len(prompts), 0)
-    )
+    encoded = []
+
+    def fake_encode(tok, enc, prompts):
+        encoded.append(list(prompts))
+        return zoo.random_infinity_text(128, len(prompts), 0)
+
+    monkeypatch.setattr(infinity, "encode_prompts", fake_encode)
     out = tmp_path / "images"
     code = cli.main(
         [
@@ -101,10 +105,13 @@ def test_generate_with_local_checkpoints(tmp_path, monkeypatch):
             str(out),
             "--device",
             "cpu",
+            "--negative-prompt",
+            "blurry",
         ]
     )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert encoded == [["blurry"], ["a", "b"], ["c"]]  # the negative prompt once, then the prompt batches
 
 
 @pytest.mark.parametrize(
@@ -148,8 +155,9 @@ def test_generate_star_with_local_checkpoints(tmp_path, monkeypatch):
     width = built.model.blocks[0].cross_attn.mat_kv.weight.shape[1]
 
     class FakeClip:
-        def encode_for_cfg(self, prompts):
-            return zoo.random_star_text(len(prompts), 0, width)
+        def encode(self, prompts):  # the prompts, then as many null (or negative) prompts
+            assert prompts[len(prompts) // 2 :] == ["blurry"] * (len(prompts) // 2)
+            return zoo.random_star_text(len(prompts) // 2, 0, width)
 
     monkeypatch.setitem(cli.FAMILY_MODELS, "star-tiny", ("star", "tiny"))
     monkeypatch.setattr(star, "load_clip_text_encoder", lambda path, device: FakeClip())
@@ -175,6 +183,8 @@ def test_generate_star_with_local_checkpoints(tmp_path, monkeypatch):
             str(out),
             "--device",
             "cpu",
+            "--negative-prompt",
+            "blurry",
         ]
     )
     assert code == 0
