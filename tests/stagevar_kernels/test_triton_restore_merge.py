@@ -11,9 +11,7 @@ import torch
 pytest.importorskip("triton")
 
 from stagevar_kernels import RESTORE_MODES, ops, reference  # noqa: E402
-from stagevar_kernels.backends import triton_interpreting  # noqa: E402
 from stagevar_kernels.testing import (  # noqa: E402
-    devices,
     run_compiled_triton_script,
     strided_like,
     tolerance,
@@ -21,21 +19,9 @@ from stagevar_kernels.testing import (  # noqa: E402
 )
 
 
-def _device_params():
-    params = []
-    for dev in devices():
-        if dev == "cpu":
-            params.append(pytest.param("cpu", marks=pytest.mark.interpreter, id="cpu-interpreter"))
-        else:
-            params.append(pytest.param(dev, marks=pytest.mark.cuda, id=dev))
-    return params
-
-
-@pytest.fixture(params=_device_params())
-def device(request):
-    if request.param == "cpu" and not triton_interpreting():
-        pytest.skip("Triton kernels on CPU tensors need TRITON_INTERPRET=1 before the kernels are imported")
-    return request.param
+@pytest.fixture
+def device(triton_device):  # CPU through the interpreter, CUDA compiled (tests/stagevar_kernels/conftest.py)
+    return triton_device
 
 
 def _launch(y, idx, cache, src, dst, mode):
