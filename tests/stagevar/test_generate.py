@@ -117,11 +117,12 @@ def test_projected_rows_use_the_positions_of_idx_and_restoration_sources(tiny, m
 @pytest.mark.parametrize(
     "h_div_w", [1.0, 1.25, 0.8, 1.333, 0.75, 1.5, 0.666, 1.75, 0.571, 2.0, 0.5, 2.5, 0.4, 3.0, 0.333]
 )
-def test_paper_runs_for_every_aspect_ratio_template(tiny, h_div_w):
-    s = _session(tiny, batch=1, h_div_w=h_div_w)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_paper_runs_for_every_aspect_ratio_template(tiny, h_div_w, batch):
+    s = _session(tiny, batch=batch, h_div_w=h_div_w)
     images = stagevar.generate(s, presets("infinity")["paper"])
     h, w = get_scale_schedule(h_div_w, "0.06M")[-1]
-    assert images.shape == (1, 3, 4 * h, 4 * w)
+    assert images.shape == (batch, 3, 4 * h, 4 * w)
     assert torch.isfinite(images).all()
 
 
