@@ -4,7 +4,8 @@
 - ``triton``: CUDA devices with Triton installed; CPU tensors only under ``TRITON_INTERPRET=1`` (tests).
 - ``cuda``: CUDA devices when the compiled extension carries the CUDA kernels.
 
-Preference on CUDA devices is ``cuda``, then ``triton``, then ``reference``.
+Preference on CUDA devices is ``cuda``, then ``triton``, then ``reference`` (the expected order of speed; to be
+confirmed by the microbenchmarks on a GPU, which no session has had yet).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def available_backends(device: torch.device | str) -> list[str]:
 
 
 def default_backend(device: torch.device | str) -> str:
-    """The backend ``backend=None`` resolves to: the reference on CPU, the fastest available one on CUDA."""
+    """The backend ``backend=None`` resolves to: the reference on CPU, the first available of ``PREFERENCE`` on CUDA."""
     device = torch.device(device)
     if device.type != "cuda":
         return "reference"

@@ -107,7 +107,7 @@ def project_and_sample(
         x: ``(B, M, D)`` float32, float16 or bfloat16, any strides.
         rank: ``r`` with ``1 <= r <= M``.
         seed: int in ``[0, 2**63)``.
-        backend: ``"reference"``, ``"triton"``, ``"cuda"`` or ``None`` (the fastest available on the device).
+        backend: ``"reference"``, ``"triton"``, ``"cuda"`` or ``None`` (see ``backends.default_backend``).
     Returns:
         ``xr``: ``(B, r, D)`` contiguous, ``x.dtype`` (accumulated in float32);
         ``idx``: ``(B, r)`` int64, sorted ascending.
