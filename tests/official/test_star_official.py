@@ -1,5 +1,5 @@
 """Our STAR against the official STAR-T2I code. Skipped unless ``STAR_REPO`` names an official source tree
-(``git clone https://github.com/Davinci-XLab/STAR-T2I``); runs on CPU in fp32.
+(a checkout of Davinci-XLab/STAR-T2I); runs on CPU in fp32.
 
 Checks: the d30 state-dict keys/shapes equal the official ones; the same random weights give the same logits in
 the teacher-forced pass and, scale by scale, in the KV-cached generation (same tokens, same images); our session
