@@ -44,12 +44,12 @@ PYEOF
 }
 
 stage_e2e() {
-    local all="vanilla,paper,skip-only,cfg-drop-only,fastvar"
+    local all="vanilla,paper,paper-table7,skip-only,cfg-drop-only,fastvar"
     "$PY" -m stagevar bench --model infinity-2b --batch-size 1 --schedules "$all" --json "$OUT/e2e_infinity2b_b1.json" \
         > "$OUT/e2e_infinity2b_b1.txt" 2>&1 || status=1
     "$PY" -m stagevar bench --model infinity-2b --batch-size 4 --schedules "$all" --no-text-encoder \
         --json "$OUT/e2e_infinity2b_b4.json" > "$OUT/e2e_infinity2b_b4.txt" 2>&1 || status=1
-    "$PY" -m stagevar bench --model infinity-8b --batch-size 1 --schedules vanilla,paper,skip-only,cfg-drop-only \
+    "$PY" -m stagevar bench --model infinity-8b --batch-size 1 --schedules vanilla,paper,paper-table7,skip-only,cfg-drop-only \
         --json "$OUT/e2e_infinity8b_b1.json" > "$OUT/e2e_infinity8b_b1.txt" 2>&1 || status=1
     "$PY" -m stagevar bench --model star-d30 --batch-size 1 --schedules vanilla,paper,skip-only,cfg-drop-only \
         --json "$OUT/e2e_star_b1.json" > "$OUT/e2e_star_b1.txt" 2>&1 || status=1

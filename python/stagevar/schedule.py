@@ -166,6 +166,7 @@ class StageSchedule:
 
 
 PAPER_RANK_RATIO = 0.176  # alpha = 0.96 in the paper (Table 1), its chosen operating point
+TABLE7_RANK_RATIOS = (0.016, 0.136, 0.210, 0.250, 0.256, 0.198, 0.157, 0.191)  # block_chunks.0..7 at 40x40
 
 
 def _fastvar_blocks(depth: int, keep: float) -> tuple[float, ...]:
@@ -185,6 +186,11 @@ def presets(model: str = "infinity") -> dict[str, StageSchedule]:
             "paper": StageSchedule((PAPER_RANK_RATIO, 0.0, 0.0), guidance="null", unit="chunk", name="paper"),
             "skip-only": StageSchedule((1.0, 0.0, 0.0), projection="none", name="skip-only"),
             "cfg-drop-only": StageSchedule((1.0, 1.0, 1.0), guidance="null", projection="none", name="cfg-drop-only"),
+            # The paper's per-chunk ranks at alpha = 0.96 for the 40x40 step (Table 7, Infinity-2B, GenEval prompts):
+            # their mean is the 17.6% of the uniform preset. Needs 8 chunks (Infinity-2B and -8B).
+            "paper-table7": StageSchedule(
+                (TABLE7_RANK_RATIOS, 0.0, 0.0), guidance="null", unit="chunk", name="paper-table7"
+            ),
             # Peer baseline (FastVAR's released Infinity-2B setting, at block granularity): steps 32 and 40 keep
             # 60% / 50% pivotal tokens in blocks 3..27, 48 and 64 are skipped; needs 32 blocks (unit="block").
             "fastvar": StageSchedule(

@@ -19,9 +19,17 @@ def test_paper_preset_plans_the_last_three_steps():
 @pytest.mark.parametrize("num_scales", [7, 10, 12, 13, 14])
 def test_every_schedule_length_gets_a_plan(num_scales):
     for name, schedule in presets("infinity").items():
-        units = 32 if name == "fastvar" else 4  # the FastVAR baseline is written for Infinity-2B's 32 blocks
+        units = {"fastvar": 32, "paper-table7": 8}.get(name, 4)  # written for Infinity-2B's 32 blocks / 8 chunks
         plan = schedule.plan(num_scales, units)
         assert len(plan) == num_scales, name
+
+
+def test_table7_preset_averages_to_the_uniform_ratio():
+    table7 = presets("infinity")["paper-table7"]
+    plan = table7.plan(13, 8)
+    assert plan[10].mode == "reduced" and plan[10].guidance == "null" and len(plan[10].ratios) == 8
+    assert sum(plan[10].ratios) / 8 == pytest.approx(0.176, abs=0.002)
+    assert [s.mode for s in plan[11:]] == ["skip", "skip"]
 
 
 def test_fastvar_baseline_matches_the_released_setting():
