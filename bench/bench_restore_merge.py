@@ -13,7 +13,8 @@ from baselines import DEVICE, DTYPE, compiled, restore_merge_eager
 
 from stagevar_kernels import available_backends, ops
 
-IMPLS = ["eager", "compile"] + [f"backend-{name}" for name in available_backends(DEVICE)]
+# "copy" is the yardstick of the bandwidth targets: a device copy moving the same number of bytes.
+IMPLS = ["copy", "eager", "compile"] + [f"backend-{name}" for name in available_backends(DEVICE)]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -23,6 +24,14 @@ def test_restore_merge(measure, restore_case, impl):
     y = torch.randn(batch, rank, channels, device=DEVICE, dtype=DTYPE)
     cache = torch.randn(batch, src[0] * src[1], channels, device=DEVICE, dtype=DTYPE)
     idx = torch.stack([torch.randperm(rows, device=DEVICE)[:rank].sort().values for _ in range(batch)])
+    element = y.element_size()
+    nbytes = batch * ((rank + src[0] * src[1] + rows) * channels * element + rank * 8)
+    if impl == "copy":  # reads nbytes/2 and writes nbytes/2: the same traffic as the op
+        source = torch.empty(nbytes // 2, dtype=torch.uint8, device=DEVICE)
+        target = torch.empty_like(source)
+        with torch.inference_mode():
+            measure(lambda: target.copy_(source), nbytes=2 * (nbytes // 2), impl=impl, src_hw=src, dst_hw=dst)
+        return
     if impl == "eager":
         fn = lambda: restore_merge_eager(y, idx, cache, src, dst, mode)
     elif impl == "compile":
@@ -32,8 +41,6 @@ def test_restore_merge(measure, restore_case, impl):
     else:
         name = impl.removeprefix("backend-")
         fn = lambda: ops.restore_merge(y, idx, cache, src, dst, mode, backend=name)
-    element = y.element_size()
-    nbytes = batch * ((rank + src[0] * src[1] + rows) * channels * element + rank * 8)
     with torch.inference_mode():
         out = measure(fn, nbytes=nbytes, impl=impl, dtype=str(DTYPE), mode=mode, src_hw=src, dst_hw=dst, rank=rank)
         want = restore_merge_eager(y, idx, cache, src, dst, mode)

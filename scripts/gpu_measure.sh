@@ -36,10 +36,20 @@ stage_ops() {
     "$PY" - "$OUT/ops.json" <<'PYEOF' | tee "$OUT/ops_table.txt"
 import json, sys
 rows = json.load(open(sys.argv[1]))["benchmarks"]
-print(f"{'benchmark':70s} {'median us (events)':>18s} {'GB/s':>8s}")
+
+
+def case(b):  # the case id inside [...] without the trailing "-<impl>"
+    inner = b["name"].split("[", 1)[1][:-1]
+    return inner[: -len(b["extra_info"].get("impl", "")) - 1]
+
+
+copy = {case(b): b["extra_info"].get("gbps") for b in rows if b["extra_info"].get("impl") == "copy"}
+print(f"{'benchmark':70s} {'median us (events)':>18s} {'GB/s':>8s} {'of copy':>8s}")
 for b in rows:
     e = b.get("extra_info", {})
-    print(f"{b['name']:70s} {e.get('median_us', float('nan')):18.1f} {e.get('gbps', float('nan')):8.1f}")
+    ref = copy.get(case(b))
+    share = f"{e['gbps'] / ref:8.0%}" if ref and e.get("gbps") else f"{'':8s}"
+    print(f"{b['name']:70s} {e.get('median_us', float('nan')):18.1f} {e.get('gbps', float('nan')):8.1f} {share}")
 PYEOF
 }
 
