@@ -84,7 +84,7 @@ def run(
     backend: str | None = None,
     h_div_w: float = 1.0,
     pn: str = "1M",
-    text_encoder: bool = True,
+    text_encoder: bool | None = None,
 ) -> dict:
     """Benchmark ``schedules`` on ``model`` (a :mod:`stagevar.zoo` name); returns a JSON-ready dict."""
     dev = torch.device(device)
@@ -122,7 +122,7 @@ def run(
             entry["peak_memory_bytes"] = torch.cuda.max_memory_allocated(dev)
         entry["op_ms"] = entry["ms"].get("ops", 0.0)
         result["schedules"][name] = entry
-    if text_encoder:
+    if text_encoder if text_encoder is not None else dev.type == "cuda":  # a 1.2B-parameter T5 is slow on a CPU
         result["text_encoder_ms"] = _text_encoder_ms(built.family, batch, dev, max(1, repeats))
     base = result["schedules"][schedules[0]]["ms"]["total"]
     for entry in result["schedules"].values():
