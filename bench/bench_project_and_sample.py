@@ -8,12 +8,14 @@ backend of ``stagevar_kernels.available_backends(device)`` called through the re
 
 import pytest
 import torch
-from baselines import DEVICE, DTYPE, compiled, project_and_sample_eager
+from baselines import DEVICE, DTYPE, HAS_CUDA, compiled, cuda_graphed, project_and_sample_eager
 
 from stagevar_kernels import available_backends, ops
 
 SEED = 2024
 IMPLS = ["eager", "compile"] + [f"backend-{name}" for name in available_backends(DEVICE)]
+# On a GPU each backend also runs replayed from a CUDA graph: its cost without launch overhead.
+IMPLS += [f"backend-{name}-graph" for name in available_backends(DEVICE) if HAS_CUDA]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -27,8 +29,11 @@ def test_project_and_sample(measure, project_case, impl):
         compiled_fn = compiled(project_and_sample_eager, DEVICE)
         fn = lambda: compiled_fn(x, rank, SEED)
     else:
-        name = impl.removeprefix("backend-")
+        name = impl.removeprefix("backend-").removesuffix("-graph")
         fn = lambda: ops.project_and_sample(x, rank, SEED, backend=name)
+        if impl.endswith("-graph"):
+            with torch.inference_mode():
+                fn = cuda_graphed(fn)
     element = x.element_size()
     nbytes = batch * (rows * channels + rank * channels) * element + batch * rank * 8
     with torch.inference_mode():

@@ -9,12 +9,14 @@ Implementations: ``eager`` (``baselines.restore_merge_eager``: ``F.interpolate``
 
 import pytest
 import torch
-from baselines import DEVICE, DTYPE, compiled, restore_merge_eager
+from baselines import DEVICE, DTYPE, HAS_CUDA, compiled, cuda_graphed, restore_merge_eager
 
 from stagevar_kernels import available_backends, ops
 
 # "copy" is the yardstick of the bandwidth targets: a device copy moving the same number of bytes.
 IMPLS = ["copy", "eager", "compile"] + [f"backend-{name}" for name in available_backends(DEVICE)]
+# On a GPU each backend also runs replayed from a CUDA graph: its cost without launch overhead.
+IMPLS += [f"backend-{name}-graph" for name in available_backends(DEVICE) if HAS_CUDA]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -39,8 +41,11 @@ def test_restore_merge(measure, restore_case, impl):
         compiled_fn = compiled(restore_merge_eager, DEVICE)
         fn = lambda: compiled_fn(y, idx, cache, src, dst, mode)
     else:
-        name = impl.removeprefix("backend-")
+        name = impl.removeprefix("backend-").removesuffix("-graph")
         fn = lambda: ops.restore_merge(y, idx, cache, src, dst, mode, backend=name)
+        if impl.endswith("-graph"):
+            with torch.inference_mode():
+                fn = cuda_graphed(fn)
     with torch.inference_mode():
         out = measure(fn, nbytes=nbytes, impl=impl, dtype=str(DTYPE), mode=mode, src_hw=src, dst_hw=dst, rank=rank)
         want = restore_merge_eager(y, idx, cache, src, dst, mode)
