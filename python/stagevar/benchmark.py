@@ -1,4 +1,5 @@
-"""End-to-end latency harness: schedules side by side on one model, per scale step, VAE decode included.
+"""End-to-end latency harness: schedules (and the FastVAR peer) side by side on one model, per scale step, VAE
+decode included.
 
 Each schedule runs ``warmup`` untimed generations, then ``repeats`` timed ones (device events on CUDA,
 ``perf_counter`` on CPU); the table shows medians. ``total`` spans the whole generation from the session's
@@ -29,6 +30,18 @@ def _device_name(device: torch.device) -> str:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _runner(name: str, family: str, backend: str | None):
+    """``run(session, timer)`` for a schedule (preset or JSON) or a peer method (``fastvar``)."""
+    if name == "fastvar":
+        if family != "infinity":
+            raise ValueError("schedules: the FastVAR peer is an Infinity method")
+        from .peers import fastvar
+
+        return lambda session, timer: fastvar.generate(session, backend=backend, timer=timer)
+    schedule = resolve(name, family)
+    return lambda session, timer: generate(session, schedule, backend=backend, timer=timer)
 
 
 def _text_encoder_ms(family: str, batch: int, device: torch.device, repeats: int) -> float | None:
@@ -102,9 +115,9 @@ def run(
         "schedules": {},
     }
     for name in schedules:
-        schedule = resolve(name, built.family)
+        run_one = _runner(name, built.family, backend)
         for _ in range(warmup):
-            generate(built.new_session(batch=batch, seed=seed), schedule, backend=backend)
+            run_one(built.new_session(batch=batch, seed=seed), None)
         _sync(dev)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
@@ -113,7 +126,7 @@ def run(
             timer = timer_for(dev)
             timer.start("total")
             session = built.new_session(batch=batch, seed=seed + r)
-            generate(session, schedule, backend=backend, timer=timer)
+            run_one(session, timer)
             timer.stop("total")
             runs.append(timer.finish())
         result["scales"] = [list(hw) for hw in session.scales]

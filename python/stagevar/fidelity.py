@@ -3,7 +3,7 @@
 project (RP) -> run the unit's blocks on the r projected rows, each at the RoPE position of its representative
 token -> restore the full output from the computed rows and the unit's upsampled output at the previous step
 (RTR, Eq. 7-8). The Table 2 variants swap the projection (``svd``) or the restoration (``lls``); ``prune`` keeps
-FastVAR's pivotal tokens unprojected (a peer baseline for side-by-side benchmarks).
+FastVAR's pivotal tokens unprojected (an ablation of the projection).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ schedule; their last steps refine detail at their own final resolution). Per fid
 - ``restore_mode``: the upsampling of the previous scale's unit output (``area``, as FastVAR).
 - ``projection``/``restoration``: ``rp`` + ``rtr`` (the paper), or the Table 2 variants ``svd`` (exact rank-r
   SVD features) and ``lls`` (least-squares restoration, Eq. 6); ``prune`` keeps FastVAR's pivotal tokens (the
-  rows farthest from the mean) unprojected, a peer baseline; ``none`` disables the projection.
+  rows farthest from the mean) unprojected, an ablation of the projection; ``none`` disables the projection.
 """
 
 from __future__ import annotations
@@ -169,11 +169,6 @@ PAPER_RANK_RATIO = 0.176  # alpha = 0.96 in the paper (Table 1), its chosen oper
 TABLE7_RANK_RATIOS = (0.016, 0.136, 0.210, 0.250, 0.256, 0.198, 0.157, 0.191)  # block_chunks.0..7 at 40x40
 
 
-def _fastvar_blocks(depth: int, keep: float) -> tuple[float, ...]:
-    # FastVAR as released prunes blocks 3..27 of Infinity-2B (``range(3, 28)``) and runs the others fully.
-    return tuple(keep if 3 <= i < 28 else 1.0 for i in range(depth))
-
-
 def presets(model: str = "infinity") -> dict[str, StageSchedule]:
     """The named schedules for ``model`` (``infinity`` or ``star``)."""
     if model not in ("infinity", "star"):
@@ -190,14 +185,6 @@ def presets(model: str = "infinity") -> dict[str, StageSchedule]:
             # their mean is the 17.6% of the uniform preset. Needs 8 chunks (Infinity-2B and -8B).
             "paper-table7": StageSchedule(
                 (TABLE7_RANK_RATIOS, 0.0, 0.0), guidance="null", unit="chunk", name="paper-table7"
-            ),
-            # Peer baseline (FastVAR's released Infinity-2B setting, at block granularity): steps 32 and 40 keep
-            # 60% / 50% pivotal tokens in blocks 3..27, 48 and 64 are skipped; needs 32 blocks (unit="block").
-            "fastvar": StageSchedule(
-                (_fastvar_blocks(32, 0.6), _fastvar_blocks(32, 0.5), 0.0, 0.0),
-                projection="prune",
-                unit="block",
-                name="fastvar",
             ),
         }
     # STAR (paper, section 4.1 and D.1): the last step at 0.176 with null guidance, one projection per block.

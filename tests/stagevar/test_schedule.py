@@ -19,7 +19,7 @@ def test_paper_preset_plans_the_last_three_steps():
 @pytest.mark.parametrize("num_scales", [7, 10, 12, 13, 14])
 def test_every_schedule_length_gets_a_plan(num_scales):
     for name, schedule in presets("infinity").items():
-        units = {"fastvar": 32, "paper-table7": 8}.get(name, 4)  # written for Infinity-2B's 32 blocks / 8 chunks
+        units = 8 if name == "paper-table7" else 4  # written for Infinity's 8 chunks
         plan = schedule.plan(num_scales, units)
         assert len(plan) == num_scales, name
 
@@ -30,16 +30,6 @@ def test_table7_preset_averages_to_the_uniform_ratio():
     assert plan[10].mode == "reduced" and plan[10].guidance == "null" and len(plan[10].ratios) == 8
     assert sum(plan[10].ratios) / 8 == pytest.approx(0.176, abs=0.002)
     assert [s.mode for s in plan[11:]] == ["skip", "skip"]
-
-
-def test_fastvar_baseline_matches_the_released_setting():
-    plan = presets("infinity")["fastvar"].plan(13, 32)
-    assert [s.mode for s in plan[9:]] == ["reduced", "reduced", "skip", "skip"]
-    assert all(s.guidance == "cfg" for s in plan)
-    assert plan[9].ratios == (1.0,) * 3 + (0.6,) * 25 + (1.0,) * 4
-    assert plan[10].ratios == (1.0,) * 3 + (0.5,) * 25 + (1.0,) * 4
-    with pytest.raises(ValueError, match="^rank_ratios: per-unit list of 32"):
-        presets("infinity")["fastvar"].plan(13, 40)
 
 
 def test_star_paper_preset_is_last_step_per_block():

@@ -1,0 +1,147 @@
+"""FastVAR (Guo et al., ICCV 2025) as released for Infinity, on an Infinity generation session: a peer baseline.
+
+What the released code does (``reference/infinity.md`` section 5), in our own words and generalised from its
+hard-wired 1:1 1024px case to any schedule:
+
+- the last two scale steps are skipped (the released loop skips widths 48 and 64);
+- the two steps before them are pruned (widths 32 and 40: 40% and 50% of the tokens dropped) in blocks 3..27;
+- in a pruned block each sublayer (self-attention, cross-attention, FFN) recomputes its selection from the current
+  residual stream: the tokens farthest (squared L2) from the scale's mean token; only those run the sublayer, with
+  their own RoPE positions, and only their keys/values enter the KV cache;
+- the dropped tokens receive, as that sublayer's update, the same block's and sublayer's output at the step before
+  the first pruned one (24x24), area-upsampled;
+- classifier-free guidance, logits, sampling and decoding are unchanged.
+
+The restoration of a sublayer's update is exactly ``stagevar_kernels.restore_merge`` in ``area`` mode.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import stagevar_kernels
+
+from ..fidelity import pivotal_rows
+from ..models.infinity import rope
+from ..models.infinity.blocks import ada_layer_norm, cross_attention, ffn, self_attention
+from ..timing import StepTimer
+
+RELEASED_DROP = (0.4, 0.5)  # fraction of tokens dropped at the two pruned steps (released: widths 32 and 40)
+RELEASED_LAYERS = range(3, 28)  # the pruned blocks (released: ``is_later_layer``)
+RELEASED_SKIP = 2  # skipped last steps (released: widths 48 and 64)
+
+
+def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+class _Updates:
+    """A sublayer's update: computed on the kept tokens, restored from the cached step's update elsewhere."""
+
+    def __init__(self, keep: int | None, cached: dict, record: bool, src_hw, dst_hw, backend):
+        self.keep, self.cached, self.record = keep, cached, record
+        self.src_hw, self.dst_hw, self.backend = src_hw, dst_hw, backend
+
+    def select(self, x: torch.Tensor):
+        """The rows this sublayer runs on and their positions (``None``: every row, in order)."""
+        if self.keep is None:
+            return x, None
+        idx = pivotal_rows(x, self.keep)
+        return _gather(x, idx), idx
+
+    def full(self, name: str, update: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+        if idx is None:
+            if self.record:
+                self.cached[name] = update
+            return update
+        cache = self.cached[name].to(update.dtype)
+        return stagevar_kernels.restore_merge(
+            update, idx, cache, self.src_hw, self.dst_hw, "area", backend=self.backend
+        )
+
+
+def _block(session, block, x: torch.Tensor, si: int, updates: _Updates) -> torch.Tensor:
+    """One Infinity block with FastVAR's per-sublayer pruning (the math of ``blocks.block_forward``)."""
+    eps = getattr(block, "norm_eps", 1e-6)
+    g1, g2, s1, s2, sh1, sh2 = (block.ada_gss.float() + session.gss).unbind(2)
+    table = session.rope_table(si)
+    key = id(block)
+
+    xs, idx = updates.select(x)
+    sa_out, kv = self_attention(
+        block.sa, ada_layer_norm(xs, s1, sh1, eps), rope.gather_table(table, idx), session.kv.get(key)
+    )
+    session.kv[key] = kv  # only the computed tokens' keys and values enter the cache, as released
+    x = x + updates.full("sa", sa_out.mul_(g1), idx)
+
+    xs, idx = updates.select(x)
+    ca_out = cross_attention(block, xs, session.text, session.ca_bf16).float().mul_(getattr(block, "ca_gamma", 1.0))
+    x = x + updates.full("ca", ca_out, idx)
+
+    xs, idx = updates.select(x)
+    x = x + updates.full("ffn", ffn(block.ffn, ada_layer_norm(xs, s2, sh2, eps)).mul(g2), idx)
+    return x
+
+
+def generate(
+    session,
+    *,
+    drop: tuple[float, ...] = RELEASED_DROP,
+    layers=RELEASED_LAYERS,
+    skip: int = RELEASED_SKIP,
+    backend: str | None = None,
+    timer: StepTimer | None = None,
+    decode: bool = True,
+) -> torch.Tensor | None:
+    """Run one Infinity generation the FastVAR way.
+
+    Args:
+        session: a fresh :class:`stagevar.models.infinity.InfinitySession` (ours or wrapping an official model).
+        drop: fraction of tokens dropped at each pruned step; the pruned steps are the ``len(drop)`` steps before
+            the ``skip`` skipped ones, and the step before them is the restoration source.
+        layers: the block indices that are pruned.
+        skip: number of final steps skipped.
+        backend: backend of ``restore_merge``.
+        timer: optional step timer (labels ``"scale{k}"`` and ``"decode"``, as :func:`stagevar.generate`).
+    Returns:
+        ``(B, 3, H, W)`` float images in ``[0, 1]``, or ``None`` without ``decode``.
+    """
+    for attr in ("gss", "text", "kv", "rope_table"):
+        if not hasattr(session, attr):
+            raise ValueError(
+                f"session: FastVAR as released is an Infinity method; {type(session).__name__} lacks {attr}"
+            )
+    if session.cfg_layers:
+        raise ValueError("session: FastVAR keeps CFG on the logits; cfg_insertion_layer must be 0")
+    n = len(session.scales)
+    first = n - skip - len(drop)
+    if first < 1 or skip < 0 or not all(0.0 <= d < 1.0 for d in drop):
+        raise ValueError(f"drop/skip: {len(drop)} pruned and {skip} skipped steps do not fit {n} scale steps")
+    timer = timer or StepTimer()
+    blocks = [unit[0] for unit in session.units("block")]
+    cached: dict[int, dict] = {id(b): {} for b in blocks}
+    with torch.inference_mode(), session._amp():
+        for k in range(n - skip):
+            timer.start(f"scale{k}")
+            x = session.scale_input(k)
+            tokens = x.shape[1]
+            pruned = k >= first
+            keep = tokens - int(tokens * drop[k - first]) if pruned else None
+            for layer, block in enumerate(blocks):
+                updates = _Updates(
+                    keep if pruned and layer in layers else None,
+                    cached[id(block)],
+                    record=k == first - 1,
+                    src_hw=session.scales[first - 1],
+                    dst_hw=session.scales[k],
+                    backend=backend,
+                )
+                x = _block(session, block, x, k, updates)
+            session.finish_scale(k, x)
+            timer.stop(f"scale{k}")
+        if not decode:
+            return None
+        timer.start("decode")
+        images = session.decode()
+        timer.stop("decode")
+    return images
