@@ -90,7 +90,7 @@ def fidelity_unit(
     hw = session.scales[step]
     timer = timer or StepTimer()
     timer.start("ops")
-    if projection == "prune":  # the FastVAR-style baseline: keep pivotal rows as they are, no projection
+    if projection == "prune":  # ablation: FastVAR's pivotal rows as they are, no projection
         idx = pivotal_rows(x, rank)
         xr = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
     else:
