@@ -38,9 +38,9 @@ def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 class _Updates:
     """A sublayer's update: computed on the kept tokens, restored from the cached step's update elsewhere."""
 
-    def __init__(self, keep: int | None, cached: dict, record: bool, src_hw, dst_hw, backend):
+    def __init__(self, keep: int | None, cached: dict, record: bool, src_hw, dst_hw, backend, timer: StepTimer):
         self.keep, self.cached, self.record = keep, cached, record
-        self.src_hw, self.dst_hw, self.backend = src_hw, dst_hw, backend
+        self.src_hw, self.dst_hw, self.backend, self.timer = src_hw, dst_hw, backend, timer
 
     def select(self, x: torch.Tensor):
         """The rows this sublayer runs on and their positions (``None``: every row, in order)."""
@@ -55,9 +55,10 @@ class _Updates:
                 self.cached[name] = update
             return update
         cache = self.cached[name].to(update.dtype)
-        return stagevar_kernels.restore_merge(
-            update, idx, cache, self.src_hw, self.dst_hw, "area", backend=self.backend
-        )
+        self.timer.start("ops")  # the label of StageVAR's two ops, for the harness's "in ops" row
+        out = stagevar_kernels.restore_merge(update, idx, cache, self.src_hw, self.dst_hw, "area", backend=self.backend)
+        self.timer.stop("ops")
+        return out
 
 
 def _block(session, block, x: torch.Tensor, si: int, updates: _Updates) -> torch.Tensor:
@@ -102,7 +103,8 @@ def generate(
         layers: the block indices that are pruned.
         skip: number of final steps skipped.
         backend: backend of ``restore_merge``.
-        timer: optional step timer (labels ``"scale{k}"`` and ``"decode"``, as :func:`stagevar.generate`).
+        timer: optional step timer (labels ``"scale{k}"``, ``"decode"`` and ``"ops"`` for the restorations, as
+            :func:`stagevar.generate`).
     Returns:
         ``(B, 3, H, W)`` float images in ``[0, 1]``, or ``None`` without ``decode``.
     """
@@ -135,6 +137,7 @@ def generate(
                     src_hw=session.scales[first - 1],
                     dst_hw=session.scales[k],
                     backend=backend,
+                    timer=timer,
                 )
                 x = _block(session, block, x, k, updates)
             session.finish_scale(k, x)
