@@ -68,7 +68,7 @@ def accelerate(model, schedule: str | StageSchedule | dict = "paper", *, backend
         model: our ``Infinity``/``STAR`` or an object of the official classes.
         schedule: a preset name (``paper``, ``vanilla``, ``skip-only``, ``cfg-drop-only``), a JSON file, a dict or a
             :class:`StageSchedule`. Calling ``accelerate`` again replaces the schedule.
-        backend: backend of the two ops (``None``: the fastest on the model's device).
+        backend: backend of the two ops (``None``: ``stagevar_kernels.default_backend`` of the model's device).
         seed: base seed of the projections (default: the schedule's).
     """
     family = family_of(model)

@@ -43,6 +43,11 @@ def svd_features(x: torch.Tensor, rank: int) -> torch.Tensor:
     return (s[:, :rank, None] * vh[:, :rank]).to(x.dtype)
 
 
+def gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[b, idx[b, j]]``: ``(R, L, C)`` and int64 ``(R, r)`` -> ``(R, r, C)``."""
+    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 def pivotal_rows(x: torch.Tensor, rank: int) -> torch.Tensor:
     """FastVAR's token choice: the ``rank`` rows farthest (squared L2) from the row mean, sorted. int64 ``(R, r)``."""
     xf = x.float()
@@ -71,7 +76,7 @@ def fidelity_unit(
     projection: str = "rp",
     restoration: str = "rtr",
     backend: str | None = None,
-    timer=None,
+    timer: StepTimer | None = None,
 ) -> torch.Tensor:
     """Run one unit on a rank-``rank`` projection of ``x`` and restore its full output.
 
@@ -92,7 +97,7 @@ def fidelity_unit(
     timer.start("ops")
     if projection == "prune":  # ablation: FastVAR's pivotal rows as they are, no projection
         idx = pivotal_rows(x, rank)
-        xr = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        xr = gather_rows(x, idx)
     else:
         xr, idx = stagevar_kernels.project_and_sample(x, rank, seed, backend=backend)
     timer.stop("ops")

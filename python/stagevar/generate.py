@@ -49,7 +49,7 @@ def generate(
         schedule: the :class:`StageSchedule`.
         seed: base seed of the projections (default: ``schedule.seed``); step ``k``, unit ``u`` uses
             ``unit_seed(seed, k, u)``.
-        backend: backend of the two ops (``None``: the fastest on the device).
+        backend: backend of the two ops (``None``: ``stagevar_kernels.default_backend`` of the device).
         observer: called as ``observer(step, unit, x)`` with each unit's input ``(R, h*w, C)`` at full steps
             (calibration records them).
         timer: optional :class:`StepTimer`; labels are ``"scale{k}"``, ``"decode"`` and ``"ops"`` (the two
@@ -90,7 +90,7 @@ def generate(
                         backend=backend,
                         timer=timer,
                     )
-                else:  # semantic and structure establishment: the model as it is
+                else:  # semantic and structure steps (and full fidelity steps): the model as it is
                     if observer is not None:
                         observer(k, u, x)
                     x = run_blocks(session, blocks, x, k)

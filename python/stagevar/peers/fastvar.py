@@ -21,7 +21,7 @@ import torch
 
 import stagevar_kernels
 
-from ..fidelity import pivotal_rows
+from ..fidelity import gather_rows, pivotal_rows
 from ..models.infinity import rope
 from ..models.infinity.blocks import ada_layer_norm, cross_attention, ffn, self_attention
 from ..timing import StepTimer
@@ -29,10 +29,6 @@ from ..timing import StepTimer
 RELEASED_DROP = (0.4, 0.5)  # fraction of tokens dropped at the two pruned steps (released: widths 32 and 40)
 RELEASED_LAYERS = range(3, 28)  # the pruned blocks (released: ``is_later_layer``)
 RELEASED_SKIP = 2  # skipped last steps (released: widths 48 and 64)
-
-
-def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 class _Updates:
@@ -47,7 +43,7 @@ class _Updates:
         if self.keep is None:
             return x, None
         idx = pivotal_rows(x, self.keep)
-        return _gather(x, idx), idx
+        return gather_rows(x, idx), idx
 
     def full(self, name: str, update: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
         if idx is None:
