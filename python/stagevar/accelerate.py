@@ -66,8 +66,8 @@ def accelerate(model, schedule: str | StageSchedule | dict = "paper", *, backend
 
     Args:
         model: our ``Infinity``/``STAR`` or an object of the official classes.
-        schedule: a preset name (``paper``, ``vanilla``, ``skip-only``, ``cfg-drop-only``), a JSON file, a dict or a
-            :class:`StageSchedule`. Calling ``accelerate`` again replaces the schedule.
+        schedule: a preset (``paper``, ``paper-table7``, ``vanilla``, ``skip-only``, ``cfg-drop-only``), a JSON
+            file, a dict or a :class:`StageSchedule`. Calling ``accelerate`` again replaces the schedule.
         backend: backend of the two ops (``None``: ``stagevar_kernels.default_backend`` of the model's device).
         seed: base seed of the projections (default: the schedule's).
     """
