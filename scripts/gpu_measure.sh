@@ -54,7 +54,7 @@ PYEOF
 }
 
 stage_e2e() {
-    local all="vanilla,paper,paper-table7,skip-only,cfg-drop-only,fastvar"
+    local all="vanilla,paper,paper-table7,skip-only,cfg-drop-only,fastvar,skipvar-skip1,skipvar-skip3,skipvar-cond3"
     "$PY" -m stagevar bench --model infinity-2b --batch-size 1 --schedules "$all" --json "$OUT/e2e_infinity2b_b1.json" \
         > "$OUT/e2e_infinity2b_b1.txt" 2>&1 || status=1
     "$PY" -m stagevar bench --model infinity-2b --batch-size 4 --schedules "$all" --no-text-encoder \

@@ -33,14 +33,19 @@ def _sync(device: torch.device) -> None:
 
 
 def _runner(name: str, family: str, backend: str | None):
-    """``run(session, timer)`` for a schedule (preset or JSON) or a peer method (``fastvar``)."""
+    """``run(session, timer)`` for a schedule (preset or JSON) or a peer (``fastvar``, ``skipvar-*``)."""
     if name == "fastvar":
         if family != "infinity":
             raise ValueError("schedules: the FastVAR peer is an Infinity method")
         from .peers import fastvar
 
         return lambda session, timer: fastvar.generate(session, backend=backend, timer=timer)
-    schedule = resolve(name, family)
+    if name.startswith("skipvar-"):
+        from .peers import skipvar
+
+        schedule = skipvar.mode(name, "chunk" if family == "infinity" else "block")
+    else:
+        schedule = resolve(name, family)
     return lambda session, timer: generate(session, schedule, backend=backend, timer=timer)
 
 

@@ -224,7 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="infinity-2b",
         choices=["infinity-2b", "infinity-8b", "infinity-demo", "infinity-tiny", "star-d30", "star-tiny"],
     )
-    p.add_argument("--schedules", default="vanilla,paper,skip-only,cfg-drop-only")
+    p.add_argument(
+        "--schedules",
+        default="vanilla,paper,skip-only,cfg-drop-only",
+        help="comma-separated presets, schedule JSON files and peers (fastvar, skipvar-skip1..3, skipvar-cond1..3)",
+    )
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--aspect-ratio", type=float, default=1.0)
     p.add_argument("--pn", default="1M", choices=["0.06M", "0.25M", "0.60M", "1M"])

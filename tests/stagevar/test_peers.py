@@ -106,3 +106,38 @@ def test_side_by_side_in_the_harness(tmp_path):
     assert list(result["schedules"]) == ["vanilla", "paper", "fastvar"]
     ms = result["schedules"]["fastvar"]["ms"]
     assert "scale4" in ms and "scale5" not in ms and "decode" in ms  # 0.06M: 7 steps, the last two skipped
+
+
+def test_skipvar_modes_are_the_released_levers(tiny):
+    from stagevar.peers import skipvar
+
+    plan = skipvar.mode("skipvar-skip2").plan(13, 8)
+    assert [s.mode for s in plan[10:]] == ["full", "skip", "skip"] and plan[10].guidance == "cfg"
+    plan = skipvar.mode("skipvar-cond3").plan(13, 8)
+    assert [(s.mode, s.guidance) for s in plan[10:]] == [("full", "cond")] * 3
+    assert skipvar.mode("skipvar-cond1", "block").unit == "block"
+    with pytest.raises(ValueError, match="^name: "):
+        skipvar.mode("skipvar-adaptive")
+
+
+def test_skipvar_modes_in_the_harness(tmp_path):
+    out = tmp_path / "s.json"
+    argv = [
+        "bench",
+        "--model",
+        "infinity-tiny",
+        "--device",
+        "cpu",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--schedules",
+        "vanilla,skipvar-skip1,skipvar-cond2",
+        "--json",
+        str(out),
+    ]
+    assert cli.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert "scale6" not in result["schedules"]["skipvar-skip1"]["ms"]
+    assert "scale6" in result["schedules"]["skipvar-cond2"]["ms"]
