@@ -84,7 +84,7 @@ def test_refuses_hidden_state_cfg_and_bad_sizes(tiny):
         fastvar.generate(_session(tiny), drop=(0.4,) * 9, skip=2)
 
 
-def test_side_by_side_in_the_harness(tmp_path):
+def test_peers_side_by_side_in_the_harness(tmp_path):
     out = tmp_path / "b.json"
     argv = [
         "bench",
@@ -97,15 +97,16 @@ def test_side_by_side_in_the_harness(tmp_path):
         "--repeats",
         "1",
         "--schedules",
-        "vanilla,paper,fastvar",
+        "vanilla,paper,fastvar,skipvar-skip1,skipvar-cond2",
         "--json",
         str(out),
     ]
     assert cli.main(argv) == 0
     result = json.loads(out.read_text())
-    assert list(result["schedules"]) == ["vanilla", "paper", "fastvar"]
-    ms = result["schedules"]["fastvar"]["ms"]
-    assert "scale4" in ms and "scale5" not in ms and "decode" in ms  # 0.06M: 7 steps, the last two skipped
+    assert list(result["schedules"]) == ["vanilla", "paper", "fastvar", "skipvar-skip1", "skipvar-cond2"]
+    ms = {name: entry["ms"] for name, entry in result["schedules"].items()}
+    assert "scale4" in ms["fastvar"] and "scale5" not in ms["fastvar"] and "decode" in ms["fastvar"]  # 7 steps
+    assert "scale6" not in ms["skipvar-skip1"] and "scale6" in ms["skipvar-cond2"]
 
 
 def test_skipvar_modes_are_the_released_levers(tiny):
@@ -118,26 +119,3 @@ def test_skipvar_modes_are_the_released_levers(tiny):
     assert skipvar.mode("skipvar-cond1", "block").unit == "block"
     with pytest.raises(ValueError, match="^name: "):
         skipvar.mode("skipvar-adaptive")
-
-
-def test_skipvar_modes_in_the_harness(tmp_path):
-    out = tmp_path / "s.json"
-    argv = [
-        "bench",
-        "--model",
-        "infinity-tiny",
-        "--device",
-        "cpu",
-        "--warmup",
-        "0",
-        "--repeats",
-        "1",
-        "--schedules",
-        "vanilla,skipvar-skip1,skipvar-cond2",
-        "--json",
-        str(out),
-    ]
-    assert cli.main(argv) == 0
-    result = json.loads(out.read_text())
-    assert "scale6" not in result["schedules"]["skipvar-skip1"]["ms"]
-    assert "scale6" in result["schedules"]["skipvar-cond2"]["ms"]

@@ -285,24 +285,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 2, 3, 1).mul(255).to(torch.uint8)
 
 
-def new_session(
-    model,
-    vae,
-    scale_schedule,
-    text,
-    *,
-    batch=None,
-    negative_text=None,
-    seeds=None,
-    cfg_list=3.0,
-    tau_list=1.0,
-    top_k=900,
-    top_p=0.97,
-    record=False,
-    amp_dtype="auto",
-    ca_bf16=False,
-    cfg_insertion_layer=0,
-) -> InfinitySession:
+def new_session(model, vae, scale_schedule, text, **kwargs) -> InfinitySession:
     """Start one generation.
 
     Args:
@@ -321,23 +304,7 @@ def new_session(
             script) or ``-k`` (the output of block ``depth - k``, then logits of the prompt rows; ``gen_one_img``'s
             default -5), or a list of such values.
     """
-    return InfinitySession(
-        model,
-        vae,
-        scale_schedule,
-        text,
-        batch=batch,
-        negative_text=negative_text,
-        seeds=seeds,
-        cfg_list=cfg_list,
-        tau_list=tau_list,
-        top_k=top_k,
-        top_p=top_p,
-        record=record,
-        amp_dtype=amp_dtype,
-        ca_bf16=ca_bf16,
-        cfg_insertion_layer=cfg_insertion_layer,
-    )
+    return InfinitySession(model, vae, scale_schedule, text, **kwargs)
 
 
 def run_scales(session: InfinitySession) -> InfinitySession:
