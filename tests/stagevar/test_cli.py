@@ -162,51 +162,16 @@ def test_generate_star_with_local_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setitem(cli.FAMILY_MODELS, "star-tiny", ("star", "tiny"))
     monkeypatch.setattr(star, "load_clip_text_encoder", lambda path, device: FakeClip())
     out = tmp_path / "images"
+    base = ["generate", "--model", "star-tiny", "--checkpoint", str(ckpt), "--vae", str(vae_ckpt)]
+    base += ["--text-encoder", str(clip), "--prompt", "a"]
     code = cli.main(
-        [
-            "generate",
-            "--model",
-            "star-tiny",
-            "--checkpoint",
-            str(ckpt),
-            "--vae",
-            str(vae_ckpt),
-            "--text-encoder",
-            str(clip),
-            "--prompt",
-            "a",
-            "--prompt",
-            "b",
-            "--batch-size",
-            "2",
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-            "--negative-prompt",
-            "blurry",
-        ]
+        base
+        + ["--prompt", "b", "--batch-size", "2", "--out", str(out), "--device", "cpu", "--negative-prompt", "blurry"]
     )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png"]
     with pytest.raises(SystemExit) as info:  # STAR draws square images only
-        cli.main(
-            [
-                "generate",
-                "--model",
-                "star-tiny",
-                "--checkpoint",
-                str(ckpt),
-                "--vae",
-                str(vae_ckpt),
-                "--text-encoder",
-                str(clip),
-                "--prompt",
-                "a",
-                "--aspect-ratio",
-                "2.0",
-            ]
-        )
+        cli.main(base + ["--aspect-ratio", "2.0"])
     assert info.value.code == 2
 
 
