@@ -15,25 +15,39 @@ from . import reference, validation
 from .backends import HAS_EXT, resolve_backend
 
 _lib = torch.library.Library("stagevar", "FRAGMENT")  # kept at module level: the registrations live with it
-_lib.define("project_and_sample(Tensor x, int rank, int seed, str? backend=None) -> (Tensor, Tensor)")
+# ``seed_tensor``: a one-element int64 device tensor read by the kernels (no host sync), so a captured CUDA graph
+# draws new numbers when the caller rewrites it in place; when given, ``seed`` is ignored.
+_lib.define(
+    "project_and_sample(Tensor x, int rank, int seed, str? backend=None, Tensor? seed_tensor=None) -> (Tensor, Tensor)"
+)
 _lib.define(
     "restore_merge(Tensor y, Tensor idx, Tensor cache, int[] src_hw, int[] dst_hw, str mode='area', "
     "str? backend=None) -> Tensor"
 )
 
 
-def _project_and_sample_impl(x, rank, seed, backend=None):
-    validation.check_project_and_sample(x, rank, seed)
+def _cuda_launcher_takes_seed_tensor() -> bool:
+    """The extension's launcher schema is ``(x, rank, seed, seed_tensor)``; an older build lacks the 4th."""
+    return len(torch.ops.stagevar._project_and_sample_cuda.default._schema.arguments) == 4
+
+
+def _project_and_sample_impl(x, rank, seed, backend=None, seed_tensor=None):
+    validation.check_project_and_sample(x, rank, seed, seed_tensor)
     name = resolve_backend(backend, x.device)
     if x.shape[0] == 0:
         return x.new_empty(0, rank, x.shape[2]), x.new_empty(0, rank, dtype=torch.int64)
     if name == "triton":
         from .triton.project_and_sample import project_and_sample as launch
 
-        return launch(x, rank, seed)
+        return launch(x, rank, seed if seed_tensor is None else seed_tensor)
     if name == "cuda":
-        return torch.ops.stagevar._project_and_sample_cuda(x, rank, seed)
-    return reference.project_and_sample(x, rank, seed)
+        if not _cuda_launcher_takes_seed_tensor():
+            raise RuntimeError(
+                "stagevar_kernels._C is an older build whose _project_and_sample_cuda has no seed_tensor argument; "
+                "rebuild the extension (python setup.py build_ext --inplace)"
+            )
+        return torch.ops.stagevar._project_and_sample_cuda(x, rank, seed, seed_tensor)
+    return reference.project_and_sample(x, rank, seed if seed_tensor is None else seed_tensor)
 
 
 def _restore_merge_impl(y, idx, cache, src_hw, dst_hw, mode="area", backend=None):
@@ -56,7 +70,7 @@ for _key in ("CPU", "CUDA"):
 
 
 @torch.library.register_fake("stagevar::project_and_sample")
-def _project_and_sample_fake(x, rank, seed, backend=None):
+def _project_and_sample_fake(x, rank, seed, backend=None, seed_tensor=None):
     return x.new_empty(x.shape[0], rank, x.shape[2]), x.new_empty(x.shape[0], rank, dtype=torch.int64)
 
 
@@ -79,7 +93,7 @@ torch.library.register_autograd("stagevar::restore_merge", _inference_only, setu
 if HAS_EXT and hasattr(torch.ops.stagevar, "_project_and_sample_cuda"):
     # Schemas come from csrc/ops.cpp; these fakes let torch.compile trace calls made with backend="cuda".
     @torch.library.register_fake("stagevar::_project_and_sample_cuda")
-    def _project_and_sample_cuda_fake(x, rank, seed):
+    def _project_and_sample_cuda_fake(x, rank, seed, seed_tensor=None):  # default: also fits an older 3-arg build
         return _project_and_sample_fake(x, rank, seed)
 
     @torch.library.register_fake("stagevar::_restore_merge_cuda")
@@ -88,7 +102,7 @@ if HAS_EXT and hasattr(torch.ops.stagevar, "_project_and_sample_cuda"):
 
 
 def project_and_sample(
-    x: torch.Tensor, rank: int, seed: int, *, backend: str | None = None
+    x: torch.Tensor, rank: int, seed: int | torch.Tensor, *, backend: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian random projection of the rows of ``x`` fused with norm-weighted row sampling.
 
@@ -106,7 +120,10 @@ def project_and_sample(
     Args:
         x: ``(B, M, D)`` float32, float16 or bfloat16, any strides.
         rank: ``r`` with ``1 <= r <= M``.
-        seed: int in ``[0, 2**63)``.
+        seed: int in ``[0, 2**63)``, or an int64 tensor with exactly one element (shape ``()`` or ``(1,)``) on
+            ``x.device``. A tensor seed is read by the kernels on the device (its value is not checked: that would
+            synchronise), so one captured CUDA graph serves every generation when the caller updates the tensor in
+            place (``seed_t.fill_(s)`` or ``copy_``). Both forms give the same result for the same value.
         backend: ``"reference"``, ``"triton"``, ``"cuda"`` or ``None`` (see ``backends.default_backend``).
     Returns:
         ``xr``: ``(B, r, D)`` contiguous, ``x.dtype`` (accumulated in float32);
@@ -117,6 +134,8 @@ def project_and_sample(
     """
     validation.check_project_and_sample(x, rank, seed)
     validation.check_no_grad("x", x)
+    if isinstance(seed, torch.Tensor):
+        return torch.ops.stagevar.project_and_sample.default(x, rank, 0, backend, seed)
     return torch.ops.stagevar.project_and_sample.default(x, rank, seed, backend)
 
 

@@ -122,6 +122,7 @@ def _project_and_sample_kernel(
     xr_ptr,
     norm_part_ptr,
     seed,
+    seed_ptr,
     M,
     D,
     R,
@@ -134,8 +135,11 @@ def _project_and_sample_kernel(
     BLOCK_D: tl.constexpr,
     INTERPRET: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    SEED_FROM_PTR: tl.constexpr,
 ):
     """xr[b] = s * n_b^T x[b] for one (D-tile, rank-tile, batch) and, on rank tile 0, per-D-tile row norms."""
+    if SEED_FROM_PTR:  # a device seed (CUDA-graph replays draw new numbers)
+        seed = tl.load(seed_ptr)
     # Rank tiles vary fastest in launch order, so the programs that read the same x[b, :, d-tile] run together and
     # all but the first hit L2 (x is re-read once per rank tile: 12 times at r=721).
     pid_r = tl.program_id(0)
@@ -235,8 +239,12 @@ def _project_and_sample_kernel(
 
 
 @triton.jit
-def _sampling_codes_kernel(norm_part_ptr, codes_ptr, seed, M, NUM_D_TILES, BLOCK: tl.constexpr):
+def _sampling_codes_kernel(
+    norm_part_ptr, codes_ptr, seed, seed_ptr, M, NUM_D_TILES, BLOCK: tl.constexpr, SEED_FROM_PTR: tl.constexpr
+):
     """codes[b, i] = orderable_keys(sampling_keys(sum_t part[b, t, i], gumbel[b, i]))[i] (int64)."""
+    if SEED_FROM_PTR:
+        seed = tl.load(seed_ptr)
     pid_m = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     offs = pid_m * BLOCK + tl.arange(0, BLOCK)
@@ -287,13 +295,13 @@ def _block_sizes(rows: int, rank: int, channels: int, fp32: bool = False) -> tup
     return 32, 64, block_d, 4
 
 
-def project_and_sample(x: torch.Tensor, rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def project_and_sample(x: torch.Tensor, rank: int, seed: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton implementation of ``stagevar_kernels.project_and_sample`` (arguments already validated).
 
     Args:
         x: ``(B, M, D)`` float32/float16/bfloat16, any strides (read in place, never copied).
         rank: ``1 <= rank <= M``.
-        seed: int in ``[0, 2**63)``.
+        seed: int in ``[0, 2**63)`` or a one-element int64 tensor on ``x.device`` (loaded by the kernels).
     Returns:
         ``xr``: ``(B, rank, D)`` contiguous in ``x.dtype``; ``idx``: int64 ``(B, rank)`` sorted ascending, identical
         to the reference's.
@@ -310,12 +318,15 @@ def project_and_sample(x: torch.Tensor, rank: int, seed: int) -> tuple[torch.Ten
     # fp32 inputs: "ieee" keeps fp32 accuracy (tf32 would miss the 1e-4 tolerance); half inputs use the tensor
     # cores in their own dtype with fp32 accumulation.
     precision = "ieee" if x.dtype == torch.float32 else "tf32"
+    from_ptr = isinstance(seed, torch.Tensor)
+    seed_int, seed_ptr = (0, seed) if from_ptr else (seed, codes)  # codes: a typed placeholder, never read
     grid = (triton.cdiv(rank, block_r), num_d_tiles, batch)
     _project_and_sample_kernel[grid](
         x,
         xr,
         norm_part,
-        seed,
+        seed_int,
+        seed_ptr,
         rows,
         channels,
         rank,
@@ -328,10 +339,13 @@ def project_and_sample(x: torch.Tensor, rank: int, seed: int) -> tuple[torch.Ten
         BLOCK_D=block_d,
         INTERPRET=_INTERPRET,
         DOT_PRECISION=precision,
+        SEED_FROM_PTR=from_ptr,
         num_warps=num_warps,
     )
     block = min(1024, _next_pow2(rows))
-    _sampling_codes_kernel[(triton.cdiv(rows, block), batch)](norm_part, codes, seed, rows, num_d_tiles, BLOCK=block)
+    _sampling_codes_kernel[(triton.cdiv(rows, block), batch)](
+        norm_part, codes, seed_int, seed_ptr, rows, num_d_tiles, BLOCK=block, SEED_FROM_PTR=from_ptr
+    )
 
     # Top-r of the codes on the device; the low 32 bits of a code encode 2**32 - 1 - i.
     top = torch.topk(codes, rank, dim=-1, sorted=False).values

@@ -119,3 +119,22 @@ def test_backends_match_reference(device, backend, dtype, layout):
     # Low-precision inputs are squared in fp32 from the same values, so the draws agree exactly.
     assert torch.equal(idx.cpu(), reference.project_and_sample(x.cpu(), 5, seed=123)[1])
     assert torch.equal(idx.cpu(), want_idx) or dtype != torch.float32
+
+
+@pytest.mark.parametrize("shape", [(), (1,)])
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_device_seed_equals_int_seed(device, backend, shape):
+    # The graph-replayable form: the seed lives in a one-element int64 tensor that the caller rewrites in place.
+    x = torch.randn(2, 37, 19, device=device)
+    seed_t = torch.full(shape, 2**33 + 5, dtype=torch.int64, device=device)
+    for value in (2**33 + 5, 7, philox.MAX_SEED):
+        seed_t.fill_(value)
+        xr_t, idx_t = project_and_sample(x, 5, seed_t, backend=backend)
+        xr_i, idx_i = project_and_sample(x, 5, value, backend=backend)
+        assert torch.equal(idx_t, idx_i) and torch.equal(xr_t, xr_i)
+
+
+def test_reference_random_stream_accepts_tensor_seeds():
+    seed_t = torch.tensor(2**40 + 3)
+    assert torch.equal(philox.standard_normals(seed_t, 2, 5, 9), philox.standard_normals(2**40 + 3, 2, 5, 9))
+    assert torch.equal(philox.gumbel_noise(seed_t, 2, 50), philox.gumbel_noise(2**40 + 3, 2, 50))

@@ -108,6 +108,19 @@ def test_registered_op_with_triton_backend(device, dtype):
     torch.testing.assert_close(xr.float(), xr_ref.float(), **tolerance(dtype))
 
 
+@pytest.mark.parametrize("shape", [(), (1,)])
+def test_device_seed_gives_the_int_seed_result(device, shape):
+    x = torch.randn(2, 37, 33, device=device)
+    seed_t = torch.full(shape, 2**40 + 77, dtype=torch.int64, device=device)
+    xr_ref, idx_ref = reference.project_and_sample(x, 5, 2**40 + 77)
+    xr, idx = _launch(x, 5, seed_t)
+    assert torch.equal(idx, idx_ref)
+    torch.testing.assert_close(xr, xr_ref, **tolerance(torch.float32))
+    assert torch.equal(xr, _launch(x, 5, 2**40 + 77)[0])  # same kernels, the seed only read from memory
+    seed_t.fill_(3)  # rewritten in place: the next call draws the numbers of seed 3
+    assert torch.equal(_launch(x, 5, seed_t)[1], reference.project_and_sample(x, 5, 3)[1])
+
+
 def test_deterministic(device):
     x = torch.randn(2, 61, 33, device=device, dtype=torch.float16)
     xr1, idx1 = _launch(x, 9, seed=8)
@@ -132,23 +145,26 @@ variants = [("bf16", "tf32", "i32"), ("fp16", "tf32", "i64"), ("fp32", "ieee", "
 for dtype, precision, int_type in variants:
     block_m, block_r, block_d, num_warps = mod._block_sizes(4096, 721, 2048, dtype == "fp32")
     consts = {"BLOCK_M": block_m, "BLOCK_R": block_r, "BLOCK_D": block_d, "INTERPRET": False}
-    sig = {"x_ptr": "*" + dtype, "xr_ptr": "*" + dtype, "norm_part_ptr": "*fp32", "seed": "i64", "scale": "fp32"}
+    sig = {"x_ptr": "*" + dtype, "xr_ptr": "*" + dtype, "norm_part_ptr": "*fp32", "seed": "i64", "seed_ptr": "*i64",
+           "scale": "fp32"}
     extra = {}
     for name in ints + ["seed"] * (int_type == 1):
         if int_type == 1:  # Triton specialises integer arguments equal to 1 into constants
             sig[name], extra[name] = "constexpr", 1
         else:
             sig[name] = int_type
-    for name in list(consts) + ["DOT_PRECISION"]:
+    for name in list(consts) + ["DOT_PRECISION", "SEED_FROM_PTR"]:
         sig[name] = "constexpr"
     src = ASTSource(fn=mod._project_and_sample_kernel, signature=sig,
-                    constexprs={**consts, "DOT_PRECISION": precision, **extra})
+                    constexprs={**consts, "DOT_PRECISION": precision, "SEED_FROM_PTR": int_type == "i64", **extra})
     kernel = triton.compile(src, target=target, options={"num_warps": num_warps})
     assert kernel.asm["cubin"], dtype
     assert "mma.sync" in kernel.asm["ptx"] or dtype == "fp32", "the projection must run on the tensor cores"
-sig = {"norm_part_ptr": "*fp32", "codes_ptr": "*i64", "seed": "i64", "M": "i32", "NUM_D_TILES": "i32",
-       "BLOCK": "constexpr"}
-triton.compile(ASTSource(fn=mod._sampling_codes_kernel, signature=sig, constexprs={"BLOCK": 1024}), target=target)
+sig = {"norm_part_ptr": "*fp32", "codes_ptr": "*i64", "seed": "i64", "seed_ptr": "*i64", "M": "i32",
+       "NUM_D_TILES": "i32", "BLOCK": "constexpr", "SEED_FROM_PTR": "constexpr"}
+for from_ptr in (False, True):
+    consts = {"BLOCK": 1024, "SEED_FROM_PTR": from_ptr}
+    triton.compile(ASTSource(fn=mod._sampling_codes_kernel, signature=sig, constexprs=consts), target=target)
 print("compiled")
 """
 
