@@ -112,10 +112,20 @@ def project_and_sample(
     ``xr`` represents position ``idx[b, j]``. The random stream (``stagevar_kernels.philox``) is the contract:
     Philox4x32-10 keyed by ``(seed & 0xFFFFFFFF, seed >> 32)``; ``Q_b[i, j]`` comes from the counter
     ``(i, j // 4, b, 0)`` (word ``j % 4`` through Box-Muller pairs), the Gumbel draw of row ``i`` from word 0 of
-    ``(i, 0, b, 1)``. Every backend returns the same ``idx`` and the same ``xr`` up to float32 rounding. (The
-    one exception: squared norms are summed in a backend-specific order and ``log`` differs by an ulp between
-    libraries, so two rows whose keys tie to within float32 rounding can swap at the selection boundary; at
-    M = 1600 that happens about once in 10^4 batch items.)
+    ``(i, 0, b, 1)``.
+
+    What agrees between backends:
+
+    - bit for bit: the Philox words, hence ``idx`` (every backend selects with the same total order: key
+      descending, then index ascending). The one exception: squared norms are summed in a backend-specific order
+      and ``log`` differs by an ulp between libraries, so two rows whose keys tie to within float32 rounding can
+      swap at the selection boundary (about once in 10^4 batch items at M = 1600).
+    - to an ulp or two of float32: the entries of ``Q`` (``log``/``sin``/``cos`` implementations differ).
+    - ``xr`` to the bound of ``testing.PROJECTION_TOLERANCE``: ``|xr - xr_ref| <= k * (|Q|^T |x|) + 2 u |xr_ref|``
+      with ``k = 2**-8 + 2**-12`` (bf16; the GPU backends round ``Q`` to bf16 for the tensor cores), ``2**-11 +
+      2**-12`` (fp16) and ``2**-20`` (float32: 3xTF32 split, float32 accuracy), ``u`` the output's unit roundoff.
+      Non-finite inputs: ``inf``/``NaN`` entries of ``xr`` exactly where the reference (IEEE float32 arithmetic)
+      has them; such rows count as non-finite for the sampling.
 
     Args:
         x: ``(B, M, D)`` float32, float16 or bfloat16, any strides.
@@ -153,12 +163,14 @@ def restore_merge(
 
     ``out[b, idx[b, j]] = y[b, j]``; every other row ``p`` is ``Up(cache[b])[p]`` where ``Up`` is exactly
     ``torch.nn.functional.interpolate`` of the ``(h0, w0)`` token grid (raster order) to ``(h, w)`` with
-    ``mode`` and ``align_corners=False``, per channel. Out-of-range indices are ignored (never written);
-    for duplicate indices one of the candidate rows wins.
+    ``mode`` and ``align_corners=False``, per channel. ``idx`` may come in any order (no backend relies on the
+    sorted order ``project_and_sample`` returns); out-of-range indices are ignored (never written); among duplicate
+    indices the largest ``j`` wins (``reference.source_rows``), in every backend. Selected rows are copied exactly;
+    interpolated rows are computed in float32 and rounded once to ``y.dtype`` (within ``testing.tolerance``).
 
     Args:
         y: ``(B, r, D)`` float32, float16 or bfloat16: the rows computed at this scale.
-        idx: ``(B, r)`` int64: their positions in the ``h*w`` grid.
+        idx: ``(B, r)`` int64: their positions in the ``h*w`` grid, any order.
         cache: ``(B, h0*w0, D)`` same dtype as ``y``: the unit's output at the previous scale.
         src_hw: ``(h0, w0)``; dst_hw: ``(h, w)`` with ``h*w >= r``.
         mode: ``"nearest"``, ``"bilinear"``, ``"bicubic"`` or ``"area"``.
