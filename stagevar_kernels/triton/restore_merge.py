@@ -306,10 +306,12 @@ def _block_sizes(rows: int, channels: int, mode: str) -> tuple[int, int, int, in
     if _INTERPRET:
         # ~0.6 ms per program instance in the interpreter: few, large programs.
         return min(256, max(16, _next_pow2(rows))), block_d, 128, 4
-    # GPU (untuned on hardware; ptxas -v, sm_90a, bf16): 16 rows x 128 channels at 8 warps is 8 elements (one 16-byte
-    # vector per tap) per thread: nearest 32, bilinear 64, area 71, bicubic 194 registers, no spills. 32 x 128 at
-    # 4 warps needed 253 (bilinear) and spilled 10 kB (bicubic's 16 taps). 64x64, D=2048: 256 x 16 programs per item.
+    # GPU (untuned on hardware; ptxas -v, sm_90a, bf16, with the row scan and the channel loop): 16 rows x 128
+    # channels at 8 warps is 8 elements (one 16-byte vector per tap) per thread: nearest 78, bilinear 117, area 117
+    # registers; bicubic at 64 channels 164 (255 at 128). No spills.
     # The row scan compares a [16, 128] tile of (row, idx) pairs per step: 8 per thread at 8 warps.
+    if mode == "bicubic":  # 16 taps: 128 channels took 255 registers with the scan and the channel loop
+        return 16, min(block_d, 64), 128, 8
     return 16, block_d, 128, 8
 
 
