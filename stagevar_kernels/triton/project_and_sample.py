@@ -296,10 +296,12 @@ def _prepare_blocks(rows: int, rank: int, channels: int) -> tuple[int, int, int,
     groups = (rank + 3) // 4
     if _INTERPRET:  # ~0.6 ms per program instance in the interpreter: few, large programs
         return min(64, _next_pow2(rows)), min(64, _next_pow2(groups)), min(256, _next_pow2(channels)), 4
-    # 16 rows per program: 100 programs at 40x40 (M=1600), 256 at 64x64, each streaming 16 x D of x in 16 x 128
-    # tiles (16 elements per thread). ptxas -v, sm_90a: 48 registers, no spill; 16 x 32 groups x 256 channels took 96
-    # registers and spilled 16-24 B.
-    return 16, min(16, _next_pow2(groups)), min(128, _next_pow2(channels)), 4
+    # The norm pass is bound by bytes in flight: a program has one x tile outstanding at a time (loads that feed no
+    # tl.dot are not software-pipelined), so the tile is wide and the programs many. 4 rows x 1024 channels (8 kB of
+    # bf16, 32 elements per thread) and 400 programs at 40x40 (M=1600), 1024 at 64x64: ~3 MB in flight at B=1,
+    # against ~4 MB for 4.8 TB/s at ~0.8 us latency. (16 x 128 tiles gave 100 programs with 4 kB each: ~0.4 MB.)
+    # ptxas -v, sm_90a: see bench/RESULTS.md "Kernel design".
+    return 4, min(16, _next_pow2(groups)), min(1024, _next_pow2(channels)), 4
 
 
 def _project_blocks(rank: int, channels: int, split_tf32: bool) -> tuple[int, int, int, int, int]:
