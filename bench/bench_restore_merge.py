@@ -3,13 +3,13 @@
 Implementations: ``eager`` (``baselines.restore_merge_eager``: ``F.interpolate`` of the whole cache, then a scatter of
 ``y``), ``compile`` (``torch.compile`` of the same function) and every backend of
 ``stagevar_kernels.available_backends(device)`` called through the registered op. ``extra_info`` holds
-``median_us`` (device time on CUDA), ``bytes`` and ``gbps``. Bytes count each byte of the op's interface once:
-``y``, ``idx`` and ``cache`` read, ``out`` written (the kernels' 4-byte-per-row inverse map is not counted).
+``median_us`` (device time on CUDA), ``bytes``, ``gbps`` and the device's ``roofline_us`` (bytes / HBM bandwidth).
+Bytes count each byte of the op's interface once: ``y``, ``idx`` and ``cache`` read, ``out`` written.
 """
 
 import pytest
 import torch
-from baselines import DEVICE, DTYPE, HAS_CUDA, compiled, cuda_graphed, restore_merge_eager
+from baselines import DEVICE, HAS_CUDA, compiled, cuda_graphed, restore_merge_eager
 
 from stagevar_kernels import available_backends, ops
 
@@ -21,10 +21,10 @@ IMPLS += [f"backend-{name}-graph" for name in available_backends(DEVICE) if HAS_
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_restore_merge(measure, restore_case, impl):
-    _, batch, rank, channels, src, dst, mode = restore_case
+    _, batch, rank, channels, src, dst, mode, dtype = restore_case
     rows = dst[0] * dst[1]
-    y = torch.randn(batch, rank, channels, device=DEVICE, dtype=DTYPE)
-    cache = torch.randn(batch, src[0] * src[1], channels, device=DEVICE, dtype=DTYPE)
+    y = torch.randn(batch, rank, channels, device=DEVICE, dtype=dtype)
+    cache = torch.randn(batch, src[0] * src[1], channels, device=DEVICE, dtype=dtype)
     idx = torch.stack([torch.randperm(rows, device=DEVICE)[:rank].sort().values for _ in range(batch)])
     element = y.element_size()
     nbytes = batch * ((rank + src[0] * src[1] + rows) * channels * element + rank * 8)
@@ -32,7 +32,9 @@ def test_restore_merge(measure, restore_case, impl):
         source = torch.empty(nbytes // 2, dtype=torch.uint8, device=DEVICE)
         target = torch.empty_like(source)
         with torch.inference_mode():
-            measure(lambda: target.copy_(source), nbytes=2 * (nbytes // 2), impl=impl, src_hw=src, dst_hw=dst)
+            measure(
+                lambda: target.copy_(source), nbytes=2 * (nbytes // 2), dtype=dtype, impl=impl, src_hw=src, dst_hw=dst
+            )
         return
     if impl == "eager":
         fn = lambda: restore_merge_eager(y, idx, cache, src, dst, mode)
@@ -47,7 +49,7 @@ def test_restore_merge(measure, restore_case, impl):
             with torch.inference_mode():
                 fn = cuda_graphed(fn)
     with torch.inference_mode():
-        out = measure(fn, nbytes=nbytes, impl=impl, dtype=str(DTYPE), mode=mode, src_hw=src, dst_hw=dst, rank=rank)
+        out = measure(fn, nbytes=nbytes, dtype=dtype, impl=impl, mode=mode, src_hw=src, dst_hw=dst, rank=rank)
         want = restore_merge_eager(y, idx, cache, src, dst, mode)
-    # Sanity (not a test of speed); loose: the eager baseline interpolates in DTYPE on the GPU.
+    # Sanity (not a test of speed); loose: the eager baseline interpolates in the benchmark dtype.
     torch.testing.assert_close(out.float(), want.float(), atol=5e-2, rtol=5e-2)

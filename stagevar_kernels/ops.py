@@ -15,25 +15,39 @@ from . import reference, validation
 from .backends import HAS_EXT, resolve_backend
 
 _lib = torch.library.Library("stagevar", "FRAGMENT")  # kept at module level: the registrations live with it
-_lib.define("project_and_sample(Tensor x, int rank, int seed, str? backend=None) -> (Tensor, Tensor)")
+# ``seed_tensor``: a one-element int64 device tensor read by the kernels (no host sync), so a captured CUDA graph
+# draws new numbers when the caller rewrites it in place; when given, ``seed`` is ignored.
+_lib.define(
+    "project_and_sample(Tensor x, int rank, int seed, str? backend=None, Tensor? seed_tensor=None) -> (Tensor, Tensor)"
+)
 _lib.define(
     "restore_merge(Tensor y, Tensor idx, Tensor cache, int[] src_hw, int[] dst_hw, str mode='area', "
     "str? backend=None) -> Tensor"
 )
 
 
-def _project_and_sample_impl(x, rank, seed, backend=None):
-    validation.check_project_and_sample(x, rank, seed)
+def _cuda_launcher_takes_seed_tensor() -> bool:
+    """The extension's launcher schema is ``(x, rank, seed, seed_tensor)``; an older build lacks the 4th."""
+    return len(torch.ops.stagevar._project_and_sample_cuda.default._schema.arguments) == 4
+
+
+def _project_and_sample_impl(x, rank, seed, backend=None, seed_tensor=None):
+    validation.check_project_and_sample(x, rank, seed, seed_tensor)
     name = resolve_backend(backend, x.device)
     if x.shape[0] == 0:
         return x.new_empty(0, rank, x.shape[2]), x.new_empty(0, rank, dtype=torch.int64)
     if name == "triton":
         from .triton.project_and_sample import project_and_sample as launch
 
-        return launch(x, rank, seed)
+        return launch(x, rank, seed if seed_tensor is None else seed_tensor)
     if name == "cuda":
-        return torch.ops.stagevar._project_and_sample_cuda(x, rank, seed)
-    return reference.project_and_sample(x, rank, seed)
+        if not _cuda_launcher_takes_seed_tensor():
+            raise RuntimeError(
+                "stagevar_kernels._C is an older build whose _project_and_sample_cuda has no seed_tensor argument; "
+                "rebuild the extension (python setup.py build_ext --inplace)"
+            )
+        return torch.ops.stagevar._project_and_sample_cuda(x, rank, seed, seed_tensor)
+    return reference.project_and_sample(x, rank, seed if seed_tensor is None else seed_tensor)
 
 
 def _restore_merge_impl(y, idx, cache, src_hw, dst_hw, mode="area", backend=None):
@@ -56,7 +70,7 @@ for _key in ("CPU", "CUDA"):
 
 
 @torch.library.register_fake("stagevar::project_and_sample")
-def _project_and_sample_fake(x, rank, seed, backend=None):
+def _project_and_sample_fake(x, rank, seed, backend=None, seed_tensor=None):
     return x.new_empty(x.shape[0], rank, x.shape[2]), x.new_empty(x.shape[0], rank, dtype=torch.int64)
 
 
@@ -79,7 +93,7 @@ torch.library.register_autograd("stagevar::restore_merge", _inference_only, setu
 if HAS_EXT and hasattr(torch.ops.stagevar, "_project_and_sample_cuda"):
     # Schemas come from csrc/ops.cpp; these fakes let torch.compile trace calls made with backend="cuda".
     @torch.library.register_fake("stagevar::_project_and_sample_cuda")
-    def _project_and_sample_cuda_fake(x, rank, seed):
+    def _project_and_sample_cuda_fake(x, rank, seed, seed_tensor=None):  # default: also fits an older 3-arg build
         return _project_and_sample_fake(x, rank, seed)
 
     @torch.library.register_fake("stagevar::_restore_merge_cuda")
@@ -88,7 +102,7 @@ if HAS_EXT and hasattr(torch.ops.stagevar, "_project_and_sample_cuda"):
 
 
 def project_and_sample(
-    x: torch.Tensor, rank: int, seed: int, *, backend: str | None = None
+    x: torch.Tensor, rank: int, seed: int | torch.Tensor, *, backend: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian random projection of the rows of ``x`` fused with norm-weighted row sampling.
 
@@ -98,15 +112,28 @@ def project_and_sample(
     ``xr`` represents position ``idx[b, j]``. The random stream (``stagevar_kernels.philox``) is the contract:
     Philox4x32-10 keyed by ``(seed & 0xFFFFFFFF, seed >> 32)``; ``Q_b[i, j]`` comes from the counter
     ``(i, j // 4, b, 0)`` (word ``j % 4`` through Box-Muller pairs), the Gumbel draw of row ``i`` from word 0 of
-    ``(i, 0, b, 1)``. Every backend returns the same ``idx`` and the same ``xr`` up to float32 rounding. (The
-    one exception: squared norms are summed in a backend-specific order and ``log`` differs by an ulp between
-    libraries, so two rows whose keys tie to within float32 rounding can swap at the selection boundary; at
-    M = 1600 that happens about once in 10^4 batch items.)
+    ``(i, 0, b, 1)``.
+
+    What agrees between backends:
+
+    - bit for bit: the Philox words, hence ``idx`` (every backend selects with the same total order: key
+      descending, then index ascending). The one exception: squared norms are summed in a backend-specific order
+      and ``log`` differs by an ulp between libraries, so two rows whose keys tie to within float32 rounding can
+      swap at the selection boundary (about once in 10^4 batch items at M = 1600).
+    - to an ulp or two of float32: the entries of ``Q`` (``log``/``sin``/``cos`` implementations differ).
+    - ``xr`` to the bound of ``testing.PROJECTION_TOLERANCE``: ``|xr - xr_ref| <= k * (|Q|^T |x|) + 2 u |xr_ref|``
+      with ``k = 2**-8 + 2**-12`` (bf16; the GPU backends round ``Q`` to bf16 for the tensor cores), ``2**-11 +
+      2**-12`` (fp16) and ``2**-20`` (float32: 3xTF32 split, float32 accuracy), ``u`` the output's unit roundoff.
+      Non-finite inputs: ``inf``/``NaN`` entries of ``xr`` exactly where the reference (IEEE float32 arithmetic)
+      has them; such rows count as non-finite for the sampling.
 
     Args:
         x: ``(B, M, D)`` float32, float16 or bfloat16, any strides.
         rank: ``r`` with ``1 <= r <= M``.
-        seed: int in ``[0, 2**63)``.
+        seed: int in ``[0, 2**63)``, or an int64 tensor with exactly one element (shape ``()`` or ``(1,)``) on
+            ``x.device``. A tensor seed is read by the kernels on the device (its value is not checked: that would
+            synchronise), so one captured CUDA graph serves every generation when the caller updates the tensor in
+            place (``seed_t.fill_(s)`` or ``copy_``). Both forms give the same result for the same value.
         backend: ``"reference"``, ``"triton"``, ``"cuda"`` or ``None`` (see ``backends.default_backend``).
     Returns:
         ``xr``: ``(B, r, D)`` contiguous, ``x.dtype`` (accumulated in float32);
@@ -117,6 +144,8 @@ def project_and_sample(
     """
     validation.check_project_and_sample(x, rank, seed)
     validation.check_no_grad("x", x)
+    if isinstance(seed, torch.Tensor):
+        return torch.ops.stagevar.project_and_sample.default(x, rank, 0, backend, seed)
     return torch.ops.stagevar.project_and_sample.default(x, rank, seed, backend)
 
 
@@ -134,12 +163,14 @@ def restore_merge(
 
     ``out[b, idx[b, j]] = y[b, j]``; every other row ``p`` is ``Up(cache[b])[p]`` where ``Up`` is exactly
     ``torch.nn.functional.interpolate`` of the ``(h0, w0)`` token grid (raster order) to ``(h, w)`` with
-    ``mode`` and ``align_corners=False``, per channel. Out-of-range indices are ignored (never written);
-    for duplicate indices one of the candidate rows wins.
+    ``mode`` and ``align_corners=False``, per channel. ``idx`` may come in any order (no backend relies on the
+    sorted order ``project_and_sample`` returns); out-of-range indices are ignored (never written); among duplicate
+    indices the largest ``j`` wins (``reference.source_rows``), in every backend. Selected rows are copied exactly;
+    interpolated rows are computed in float32 and rounded once to ``y.dtype`` (within ``testing.tolerance``).
 
     Args:
         y: ``(B, r, D)`` float32, float16 or bfloat16: the rows computed at this scale.
-        idx: ``(B, r)`` int64: their positions in the ``h*w`` grid.
+        idx: ``(B, r)`` int64: their positions in the ``h*w`` grid, any order.
         cache: ``(B, h0*w0, D)`` same dtype as ``y``: the unit's output at the previous scale.
         src_hw: ``(h0, w0)``; dst_hw: ``(h, w)`` with ``h*w >= r``.
         mode: ``"nearest"``, ``"bilinear"``, ``"bicubic"`` or ``"area"``.

@@ -29,6 +29,12 @@ Gumbel keys for the row sampling
     the top ``r`` of ``log w + Gumbel`` draws ``r`` distinct rows, each successive draw with probability
     proportional to ``w`` among the rows left (Frieze-Kannan-Vempala sampling without replacement).
 
+Seeds
+    Every function takes the seed as a Python int in ``[0, 2**63)`` or as an int64 tensor with one element
+    (shape ``()`` or ``(1,)``) on the device of the result; a tensor seed is read on the device (no host
+    synchronisation), which is what lets one captured CUDA graph draw new numbers when the caller rewrites the
+    tensor in place. Both forms give the same numbers for the same value.
+
 Everything here is computed in int64 arithmetic masked to 32 bits, so it runs on any torch device.
 """
 
@@ -63,19 +69,29 @@ def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return hi & MASK32, lo & MASK32
 
 
+Seed = int | torch.Tensor
+
+
+def key_words(seed: Seed) -> tuple:
+    """The Philox key ``(seed & 0xFFFFFFFF, seed >> 32)``: two ints, or two int64 0-d tensors for a tensor seed."""
+    if isinstance(seed, torch.Tensor):
+        s = seed.reshape(()).to(torch.int64)  # a view for shape () or (1,): stays on the device, no sync
+        return s & MASK32, (s >> 32) & MASK32
+    return seed & MASK32, (seed >> 32) & MASK32
+
+
 def philox4x32(
-    seed: int, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor, n_rounds: int = N_ROUNDS
+    seed: Seed, c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor, n_rounds: int = N_ROUNDS
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Philox4x32 of counters ``(c0, c1, c2, c3)`` under ``seed``; bit-identical to Triton's ``tl.philox``.
 
     Args:
-        seed: int in [0, 2**63).
+        seed: int in [0, 2**63) or a one-element int64 tensor on the counters' device (see "Seeds").
         c0, c1, c2, c3: integer tensors (broadcastable) holding values in [0, 2**32).
     Returns:
         four int64 tensors holding the uint32 output words.
     """
-    k0 = seed & MASK32
-    k1 = (seed >> 32) & MASK32
+    k0, k1 = key_words(seed)
     c0, c1, c2, c3 = (torch.as_tensor(c).to(torch.int64) & MASK32 for c in (c0, c1, c2, c3))
     c0, c1, c2, c3 = torch.broadcast_tensors(c0, c1, c2, c3)
     for _ in range(n_rounds):
@@ -93,7 +109,7 @@ def uniform_from_bits(bits: torch.Tensor) -> torch.Tensor:
     return odd * (2.0**-24)
 
 
-def standard_normals(seed: int, batch: int, rows: int, cols: int, device=None) -> torch.Tensor:
+def standard_normals(seed: Seed, batch: int, rows: int, cols: int, device=None) -> torch.Tensor:
     """The unscaled projection normals ``n[b, i, j]`` of the module docstring: float32 ``(batch, rows, cols)``."""
     groups = (cols + 3) // 4
     b = torch.arange(batch, device=device, dtype=torch.int64).view(batch, 1, 1)
@@ -121,12 +137,12 @@ def projection_scale(rank: int) -> float:
     return float(torch.tensor(1.0 / math.sqrt(rank), dtype=torch.float32))
 
 
-def projection_matrix(seed: int, batch: int, rows: int, rank: int, device=None) -> torch.Tensor:
+def projection_matrix(seed: Seed, batch: int, rows: int, rank: int, device=None) -> torch.Tensor:
     """``Q`` of the contract, float32 ``(batch, rows, rank)`` with N(0, 1/rank) entries (for tests and baselines)."""
     return standard_normals(seed, batch, rows, rank, device) * projection_scale(rank)
 
 
-def gumbel_noise(seed: int, batch: int, rows: int, device=None) -> torch.Tensor:
+def gumbel_noise(seed: Seed, batch: int, rows: int, device=None) -> torch.Tensor:
     """Standard Gumbel draws ``-log(-log(u))`` of the row-sampling stream: float32 ``(batch, rows)``."""
     b = torch.arange(batch, device=device, dtype=torch.int64).view(batch, 1)
     i = torch.arange(rows, device=device, dtype=torch.int64).view(1, rows)

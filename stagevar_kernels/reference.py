@@ -20,13 +20,17 @@ def squared_row_norms(x: torch.Tensor) -> torch.Tensor:
     return (xf * xf).sum(dim=-1)
 
 
-def project_and_sample(x: torch.Tensor, rank: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def project_and_sample(x: torch.Tensor, rank: int, seed: philox.Seed) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian random projection of the rows of ``x`` plus norm-weighted row sampling (see ``philox``).
+
+    Non-finite inputs: ``xr`` is the float32 product with the fp32 ``Q`` (so an ``inf`` or ``NaN`` in row ``i`` of
+    ``x`` spreads to every ``xr`` entry of its channel, as IEEE arithmetic gives), and the row counts as
+    "non-finite norm" for the sampling (drawn last, lowest index first).
 
     Args:
         x: ``(B, M, D)`` float32/float16/bfloat16, any strides.
         rank: number of projected rows ``r``, ``1 <= r <= M``.
-        seed: int in ``[0, 2**63)``.
+        seed: int in ``[0, 2**63)`` or a one-element int64 tensor on ``x.device`` (read there, no sync).
     Returns:
         ``xr``: ``(B, r, D)`` in ``x.dtype``, ``xr[b] = Q_b^T x[b]`` accumulated in float32;
         ``idx``: int64 ``(B, r)``, distinct row indices sorted ascending.
@@ -67,17 +71,37 @@ def restore_merge(
 
     Args:
         y: ``(B, r, D)`` computed rows.
-        idx: int64 ``(B, r)`` their positions in the ``h*w`` grid; out-of-range entries are ignored, duplicates
-            keep one of their candidates.
+        idx: int64 ``(B, r)`` their positions in the ``h*w`` grid, in any order; out-of-range entries are
+            ignored; among duplicates the largest ``j`` wins (:func:`source_rows`).
         cache: ``(B, h0*w0, D)`` the same unit's output at the previous scale, same dtype as ``y``.
         src_hw, dst_hw: ``(h0, w0)`` and ``(h, w)``.
         mode: ``nearest | bilinear | bicubic | area`` (``align_corners=False``).
     Returns:
         ``(B, h*w, D)`` contiguous, in ``y.dtype``.
     """
-    out = upsample_rows(cache, src_hw, dst_hw, mode).to(y.dtype).contiguous()
-    rows = out.shape[1]
+    up = upsample_rows(cache, src_hw, dst_hw, mode).to(y.dtype)
+    src = source_rows(idx, up.shape[1])  # (B, h*w)
+    if y.shape[1] == 0:
+        return up.contiguous()
+    picked = torch.gather(y, 1, src.clamp(min=0).unsqueeze(-1).expand(-1, -1, y.shape[2]))  # (B, h*w, D)
+    return torch.where((src >= 0).unsqueeze(-1), picked, up).contiguous()
+
+
+def source_rows(idx: torch.Tensor, rows: int) -> torch.Tensor:
+    """For every output row ``p``: the largest ``j`` with ``idx[b, j] == p``, or -1. int64 ``(B, rows)``.
+
+    This is the duplicate rule of every backend: among several ``j`` naming the same row, the largest wins (what
+    a sequential scatter in ``j`` order leaves behind). Entries outside ``[0, rows)`` name no row. ``idx`` may be
+    in any order; ``project_and_sample`` returns it sorted, but no backend relies on that.
+
+    Args:
+        idx: int64 ``(B, r)``.
+        rows: ``h * w``.
+    """
+    batch, rank = idx.shape
     valid = (idx >= 0) & (idx < rows)
-    batch_ix = torch.arange(y.shape[0], device=y.device).unsqueeze(1).expand_as(idx)
-    out[batch_ix[valid], idx[valid]] = y[valid]
-    return out
+    target = torch.where(valid, idx, torch.full_like(idx, rows))  # a spare column takes the out-of-range entries
+    j = torch.arange(rank, device=idx.device, dtype=torch.int64).expand(batch, rank)
+    src = torch.full((batch, rows + 1), -1, dtype=torch.int64, device=idx.device)
+    src.scatter_reduce_(1, target, j, reduce="amax", include_self=True)
+    return src[:, :rows]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from . import philox, reference
 from .backends import available_backends
 
 HAS_CUDA = torch.cuda.is_available()
@@ -26,6 +27,79 @@ def tolerance(dtype: torch.dtype) -> dict:
         torch.float16: {"atol": 2e-3, "rtol": 2e-3},
         torch.bfloat16: {"atol": 2e-2, "rtol": 2e-2},
     }[dtype]
+
+
+# The accuracy contract of ``xr`` (README "The ops"), one table for every backend. With ``S = |Q|^T |x|`` (the
+# elementwise-absolute product: the classical scale of a dot product's rounding error) and ``xr_ref`` the reference's
+# output (float32 arithmetic, then rounded to x.dtype), every backend guarantees, for finite entries,
+#     |xr - xr_ref| <= k * S + 2 * u_out * |xr_ref|
+# k covers rounding Q to the GEMM's operand dtype (unit roundoff 2**-8 for bf16, 2**-11 for fp16; the 3xTF32 split
+# of float32 inputs leaves ~2**-21) plus fp32 accumulation in a different order; u_out is the output dtype's unit
+# roundoff (both sides round once). Non-finite reference entries must be reproduced exactly (same inf, NaN where NaN).
+# Measured with emulate_gpu_projection (B=1, D=2048, r=round(0.176 M), randn x; README "The ops"): the largest
+# |xr - xr_ref| / S at 40x40 / 48x48 / 64x64 is 1.1e-3 / 9.1e-4 / 6.6e-4 in bf16 (k = 4.2e-3), 1.3e-4 / 1.1e-4 /
+# 8.4e-5 in fp16 (k = 7.3e-4), 9.0e-8 / 7.3e-8 / 6.0e-8 in fp32 (k = 9.5e-7); the worst error/bound ratio is 0.21.
+PROJECTION_TOLERANCE = {
+    torch.float32: {"k": 2.0**-20, "u_out": 2.0**-24},
+    torch.float16: {"k": 2.0**-11 + 2.0**-12, "u_out": 2.0**-11},
+    torch.bfloat16: {"k": 2.0**-8 + 2.0**-12, "u_out": 2.0**-8},
+}
+
+
+def projection_scale_of_error(x: torch.Tensor, rank: int, seed) -> torch.Tensor:
+    """``S = |Q|^T |x|``: float32 ``(B, rank, D)``, the scale the projection's rounding errors are measured in."""
+    q = philox.projection_matrix(seed, x.shape[0], x.shape[1], rank, device=x.device)
+    return torch.bmm(q.abs().transpose(1, 2), x.float().abs())
+
+
+def assert_projection_close(xr: torch.Tensor, x: torch.Tensor, rank: int, seed) -> None:
+    """Assert that ``xr`` meets :data:`PROJECTION_TOLERANCE` against the reference for ``(x, rank, seed)``."""
+    want = reference.project_and_sample(x, rank, seed)[0].float()
+    got = xr.float().to(want.device)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    finite = torch.isfinite(want)
+    same_special = torch.equal(got[~finite].nan_to_num(0.0, 1.0, -1.0), want[~finite].nan_to_num(0.0, 1.0, -1.0))
+    assert same_special and bool(torch.isnan(got[~finite]).eq(torch.isnan(want[~finite])).all()), "non-finite entries"
+    tol = PROJECTION_TOLERANCE[x.dtype]
+    bound = tol["k"] * projection_scale_of_error(x, rank, seed) + 2 * tol["u_out"] * want.abs()
+    err = (got - want).abs()
+    bad = finite & ~(err <= bound)
+    assert not bool(bad.any()), (
+        f"{int(bad.sum())} of {want.numel()} entries exceed the {x.dtype} bound; worst error/bound "
+        f"{float((err[finite] / bound[finite].clamp_min(1e-30)).max()):.3g}"
+    )
+
+
+def round_tf32(v: torch.Tensor) -> torch.Tensor:
+    """float32 -> TF32 (10 mantissa bits), nearest with ties away from zero (``cvt.rna.tf32.f32``); NaN kept."""
+    bits = v.contiguous().view(torch.int32)
+    rounded = ((bits + 4096) & -8192).view(torch.float32)
+    return torch.where(torch.isnan(v), v, rounded)
+
+
+def emulate_gpu_projection(x: torch.Tensor, rank: int, seed) -> torch.Tensor:
+    """``xr`` computed in torch with the arithmetic of the GPU kernels (Triton ``_project_kernel``), any device.
+
+    Half ``x``: ``Q`` rounded once to ``x.dtype``, products exact in fp32, fp32 accumulation, one rounding of the
+    result. float32 ``x``: 3xTF32, ``q_lo^T x_hi + q_hi^T x_lo + q_hi^T x_hi`` with TF32-exact parts (a non-finite
+    ``x`` element has ``lo = 0`` and does not enter the ``q_lo`` product). Summation order is torch's, not the
+    kernel's: the two agree to fp32 accumulation rounding.
+    """
+    xf = x.float()
+    q = philox.projection_matrix(seed, x.shape[0], x.shape[1], rank, device=x.device)
+    if x.dtype != torch.float32:
+        return torch.bmm(q.to(x.dtype).float().transpose(1, 2), xf).to(x.dtype)
+
+    def split(v):
+        hi = round_tf32(v)
+        finite = torch.isfinite(hi)
+        lo = torch.where(finite, round_tf32(v - hi), torch.zeros_like(v))
+        return hi, lo, torch.where(finite, hi, torch.zeros_like(v))
+
+    q_hi, q_lo, _ = split(q)
+    x_hi, x_lo, x_hi_finite = split(xf)
+    qt_hi, qt_lo = q_hi.transpose(1, 2), q_lo.transpose(1, 2)
+    return torch.bmm(qt_lo, x_hi_finite) + torch.bmm(qt_hi, x_lo) + torch.bmm(qt_hi, x_hi)
 
 
 def strided_like(t: torch.Tensor, kind: str) -> torch.Tensor:

@@ -44,8 +44,23 @@ def check_hw(name: str, hw) -> tuple[int, int]:
     return int(hw[0]), int(hw[1])
 
 
-def check_project_and_sample(x, rank, seed) -> None:
-    """Validate the arguments of ``project_and_sample`` (see its docstring for the contract)."""
+def check_seed_tensor(name: str, seed, device: torch.device) -> None:
+    """A device seed: int64, exactly one element (shape ``()`` or ``(1,)``), on ``device``. Its value is not read
+    (that would synchronise with the host); the kernels use its 64 bits as they are."""
+    if seed.dtype != torch.int64:
+        raise ValueError(f"{name}: a seed tensor must be int64, got {str(seed.dtype).replace('torch.', '')}")
+    if seed.dim() > 1 or seed.numel() != 1:
+        raise ValueError(f"{name}: a seed tensor must hold one element (shape () or (1,)), got {tuple(seed.shape)}")
+    if seed.device != device:
+        raise ValueError(f"{name}: the seed tensor is on {seed.device} but x is on {device}")
+
+
+def check_project_and_sample(x, rank, seed, seed_tensor=None) -> None:
+    """Validate the arguments of ``project_and_sample`` (see its docstring for the contract).
+
+    ``seed`` is a Python int, or (public API) a one-element int64 tensor; the registered op takes the tensor as
+    ``seed_tensor`` and then ignores ``seed``.
+    """
     check_tensor("x", x, 3)
     if not _is_int(rank):
         raise ValueError(f"rank: expected an int, got {type(rank).__name__}")
@@ -54,8 +69,14 @@ def check_project_and_sample(x, rank, seed) -> None:
         raise ValueError(f"x: needs at least one row and one channel, got shape {tuple(x.shape)}")
     if not 1 <= rank <= rows:
         raise ValueError(f"rank: must satisfy 1 <= rank <= M = x.shape[1] = {rows}, got {rank}")
+    if seed_tensor is not None:
+        check_seed_tensor("seed_tensor", seed_tensor, x.device)
+        return
+    if isinstance(seed, torch.Tensor):
+        check_seed_tensor("seed", seed, x.device)
+        return
     if not _is_int(seed):
-        raise ValueError(f"seed: expected an int, got {type(seed).__name__}")
+        raise ValueError(f"seed: expected an int or a one-element int64 tensor, got {type(seed).__name__}")
     if not 0 <= seed <= MAX_SEED:
         raise ValueError(f"seed: must lie in [0, 2**63), got {seed}")
 

@@ -1,20 +1,21 @@
 """Triton kernels of ``restore_merge``: representative rows merged with the on-the-fly upsampled cache.
 
-Design (two tiny launches plus one main kernel, no host synchronisation):
+One launch, no host synchronisation, no workspace:
 
-1. ``inv = full((B, h*w), -1, int32)`` and ``_inverse_map_kernel`` (grid ``(cdiv(r, BLOCK), B)``) writes
-   ``inv[b, idx[b, j]] = j`` for every in-range index. Out-of-range indices are masked out of the store, so they
-   never touch memory. Duplicate indices race on a whole 32-bit word, so exactly one ``j`` wins, and every D-tile of
-   the main kernel then reads the same winner: the output row is one of its candidate rows, never a mix.
-   Why an inverse map and not a scatter of ``y`` after a dense pass: each output byte is then written exactly once
-   (a dense interpolation followed by a scatter writes the selected rows twice and reads ``y`` in a second pass);
-   the map costs ``4 * h * w`` bytes per batch item (16 kB at 64x64), against ``2 * h * w * D`` (16 MB in bf16 at
-   D=2048) for the output itself.
-2. ``_restore_merge_kernel``, grid ``(cdiv(h*w, BLOCK_P), cdiv(D, BLOCK_D), B)``: each program owns
-   ``out[b, p0:p0+BLOCK_P, d0:d0+BLOCK_D]``. For every row it reads ``inv``; selected rows load ``y[b, inv[p]]``,
-   the others gather the taps of ``F.interpolate(mode, align_corners=False)`` from ``cache`` (masked loads, so a
-   selected row reads no cache bytes and an interpolated one no ``y`` bytes), weight them in fp32, and the program
-   stores the tile once in ``y.dtype``.
+``_restore_merge_kernel``, grid ``(cdiv(h*w, BLOCK_P), d_split, B)``. Each program owns ``BLOCK_P`` output rows and a
+span of ``D_SPAN`` channels (looped in ``BLOCK_D`` chunks). It first finds, for each of its rows ``p``, the largest
+``j`` with ``idx[b, j] == p`` by scanning ``idx[b]`` (``_source_rows``: ``r`` int64 loads, all independent, from
+L2). Selected rows then load ``y[b, j]``; the others gather the taps of ``F.interpolate(mode,
+align_corners=False)`` from ``cache`` (masked loads: a selected row reads no cache bytes, an interpolated one no
+``y`` bytes), weight them in fp32, and every output byte is written exactly once, in ``y.dtype``.
+
+Why a scan and not a binary search of the sorted ``idx`` or an inverse map: a scan needs no order (any ``idx`` gives
+the reference's output, so an unsorted ``idx`` can never give a silently wrong result), resolves duplicates to the
+largest ``j`` like ``reference.source_rows`` and the CUDA backend's atomicMax, and has no chain of dependent loads
+(a binary search over r=721 entries is ten dependent L2 round trips). Its cost, ``BLOCK_P * r`` compares per
+program, is paid once per ``D_SPAN`` channels: ``d_split`` is the smallest split that still gives about two
+programs per SM (132 SMs) at B=1, e.g. 3 spans of 768 channels at 40x40 (300 programs), 2 of 1024 at 64x64. The
+inverse-map design it replaces took three launches (fill, map, merge) and let duplicates race.
 
 Index/weight formulas (PyTorch's ``UpSample.h`` and ``AdaptiveAveragePooling``), per axis with ``in``/``out`` sizes:
 
@@ -40,23 +41,12 @@ import torch
 import triton
 import triton.language as tl
 
+from .rounding import round_to
+
 # Decided once at import, like Triton's own interpreter switch (see project_and_sample.py).
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 _MODES = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3}
-
-
-@triton.jit
-def _inverse_map_kernel(idx_ptr, inv_ptr, R, HW, stride_ib, stride_ij, BLOCK: tl.constexpr):
-    """inv[b, idx[b, j]] = j for in-range idx (int32 map pre-filled with -1)."""
-    pid_j = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
-    offs_j = pid_j * BLOCK + tl.arange(0, BLOCK)
-    mask_j = offs_j < R
-    pos = tl.load(idx_ptr + pid_b * stride_ib + offs_j.to(tl.int64) * stride_ij, mask=mask_j, other=-1)
-    valid = mask_j & (pos >= 0) & (pos < HW)
-    pos = tl.where(valid, pos, 0)
-    tl.store(inv_ptr + pid_b * HW + pos, offs_j, mask=valid)
 
 
 @triton.jit
@@ -92,19 +82,42 @@ def _cubic_row(cache_base, row, ix, W0, stride_cm, col_off, mask, wx0, wx1, wx2,
 
 
 @triton.jit
-def _restore_merge_kernel(
+def _source_rows(idx_ptr, offs_p, pid_b, R, stride_ib, stride_ij, BLOCK_P: tl.constexpr, BLOCK_J: tl.constexpr):
+    """int32 [BLOCK_P]: for each output row p the largest j with idx[b, j] == p, else -1 (reference.source_rows).
+
+    A scan of all of idx[b] against the tile's rows: independent loads (no dependent chain as in a binary search),
+    correct for idx in any order, duplicates resolved to the largest j, out-of-range entries matching no row.
+    """
+    src = tl.full([BLOCK_P], -1, tl.int32)
+    p64 = offs_p.to(tl.int64)
+    j0 = 0
+    while j0 < R:  # a while in both modes: r / BLOCK_J iterations of one load (interpreter: no runtime range bounds)
+        offs_j = j0 + tl.arange(0, BLOCK_J)
+        pos = tl.load(idx_ptr + pid_b * stride_ib + offs_j.to(tl.int64) * stride_ij, mask=offs_j < R, other=-1)
+        hit = pos[None, :] == p64[:, None]
+        src = tl.maximum(src, tl.max(tl.where(hit, offs_j[None, :], -1), axis=1))
+        j0 += BLOCK_J
+    return src
+
+
+@triton.jit
+def _merge_tile(
     y_ptr,
-    inv_ptr,
     cache_ptr,
     out_ptr,
+    src_j,
+    offs_p,
+    mask_p,
+    d0,
+    pid_b,
     HW,
     D,
     H0,
     W0,
     H,
     W,
-    scale_h,
-    scale_w,
+    sh,
+    sw,
     win_h,
     win_w,
     stride_yb,
@@ -120,21 +133,12 @@ def _restore_merge_kernel(
     BLOCK_D: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):
-    """out[b, p] = y[b, inv[b, p]] if inv[b, p] >= 0 else interpolate(cache[b])[p], for one (P, D, batch) tile."""
-    pid_p = tl.program_id(0)
-    pid_d = tl.program_id(1).to(tl.int64)
-    pid_b = tl.program_id(2).to(tl.int64)
-
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-    mask_p = offs_p < HW
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    """Write out[b, p-tile, d0:d0+BLOCK_D]: y rows where src_j >= 0, the interpolated cache elsewhere."""
+    offs_d = d0 + tl.arange(0, BLOCK_D).to(tl.int64)
     mask_d = offs_d < D
-
-    src_j = tl.load(inv_ptr + pid_b * HW + offs_p, mask=mask_p, other=-1)
     sel = src_j >= 0
     mask_sel = (mask_p & sel)[:, None] & mask_d[None, :]
     mask_up = (mask_p & (src_j < 0))[:, None] & mask_d[None, :]
-
     y_vals = tl.load(
         y_ptr
         + pid_b * stride_yb
@@ -148,8 +152,6 @@ def _restore_merge_kernel(
     ow = offs_p % W
     cache_base = cache_ptr + pid_b * stride_cb
     col_off = offs_d[None, :] * stride_cd
-    sh = (tl.zeros([], dtype=tl.float32) + scale_h).to(tl.float32)  # fp64 scalars (Inductor) -> fp32
-    sw = (tl.zeros([], dtype=tl.float32) + scale_w).to(tl.float32)
 
     if MODE == 0:  # nearest
         ih = tl.minimum(tl.floor(oh.to(tl.float32) * sh).to(tl.int32), H0 - 1)
@@ -226,30 +228,104 @@ def _restore_merge_kernel(
         up = acc / count[:, None]
 
     out_dtype = out_ptr.dtype.element_ty
-    vals = tl.where(sel[:, None], y_vals.to(out_dtype), up.to(out_dtype))
+    vals = tl.where(sel[:, None], y_vals.to(out_dtype), round_to(up, out_dtype, INTERPRET))
     out_off = (pid_b * HW + offs_p.to(tl.int64))[:, None] * D + offs_d[None, :]
     tl.store(out_ptr + out_off, vals, mask=mask_p[:, None] & mask_d[None, :])
+
+
+@triton.jit
+def _restore_merge_kernel(
+    y_ptr,
+    idx_ptr,
+    cache_ptr,
+    out_ptr,
+    R,
+    HW,
+    D,
+    D_SPAN,
+    H0,
+    W0,
+    H,
+    W,
+    scale_h,
+    scale_w,
+    win_h,
+    win_w,
+    stride_ib,
+    stride_ij,
+    stride_yb,
+    stride_yr,
+    stride_yd,
+    stride_cb,
+    stride_cm,
+    stride_cd,
+    MODE: tl.constexpr,
+    SAME_H: tl.constexpr,
+    SAME_W: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """out[b, p] = y[b, src(p)] if some idx[b, j] == p (largest such j) else interpolate(cache[b])[p].
+
+    One program: BLOCK_P output rows by D_SPAN channels (a multiple of BLOCK_D), looped in BLOCK_D chunks, so the
+    row search and the per-row interpolation indices are paid once per D_SPAN channels.
+    """
+    pid_p = tl.program_id(0)
+    pid_d = tl.program_id(1).to(tl.int64)
+    pid_b = tl.program_id(2).to(tl.int64)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    mask_p = offs_p < HW
+    src_j = _source_rows(idx_ptr, offs_p, pid_b, R, stride_ib, stride_ij, BLOCK_P, BLOCK_J)
+    sh = (tl.zeros([], dtype=tl.float32) + scale_h).to(tl.float32)  # fp64 scalars (Inductor) -> fp32
+    sw = (tl.zeros([], dtype=tl.float32) + scale_w).to(tl.float32)
+    d_start = pid_d * D_SPAN
+    d_end = tl.minimum(d_start + D_SPAN, D)
+    if INTERPRET:
+        d0 = d_start
+        while d0 < d_end:
+            _merge_tile(y_ptr, cache_ptr, out_ptr, src_j, offs_p, mask_p, d0, pid_b, HW, D, H0, W0, H, W, sh, sw,
+                        win_h, win_w, stride_yb, stride_yr, stride_yd, stride_cb, stride_cm, stride_cd,
+                        MODE, SAME_H, SAME_W, BLOCK_P, BLOCK_D, INTERPRET)  # fmt: skip
+            d0 += BLOCK_D
+    else:
+        for d0 in range(d_start, d_end, BLOCK_D):
+            _merge_tile(y_ptr, cache_ptr, out_ptr, src_j, offs_p, mask_p, d0, pid_b, HW, D, H0, W0, H, W, sh, sw,
+                        win_h, win_w, stride_yb, stride_yr, stride_yd, stride_cb, stride_cm, stride_cd,
+                        MODE, SAME_H, SAME_W, BLOCK_P, BLOCK_D, INTERPRET)  # fmt: skip
 
 
 def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _block_sizes(rows: int, channels: int, mode: str) -> tuple[int, int, int]:
-    """(BLOCK_P, BLOCK_D, num_warps)."""
+def _block_sizes(rows: int, channels: int, mode: str) -> tuple[int, int, int, int]:
+    """(BLOCK_P, BLOCK_D, BLOCK_J, num_warps)."""
     block_d = min(128, max(16, _next_pow2(channels)))
     if _INTERPRET:
         # ~0.6 ms per program instance in the interpreter: few, large programs.
-        return min(256, max(16, _next_pow2(rows))), block_d, 4
-    # GPU (untuned on hardware; ptxas -v, sm_90a, bf16): 16 rows x 128 channels at 8 warps is 8 elements (one 16-byte
-    # vector per tap) per thread: nearest 32, bilinear 64, area 71, bicubic 194 registers, no spills. 32 x 128 at
-    # 4 warps needed 253 (bilinear) and spilled 10 kB (bicubic's 16 taps). 64x64, D=2048: 256 x 16 programs per item.
-    return 16, block_d, 8
+        return min(256, max(16, _next_pow2(rows))), block_d, 128, 4
+    # GPU (untuned on hardware; ptxas -v, sm_90a, bf16, with the row scan and the channel loop): 16 rows x 128
+    # channels at 8 warps is 8 elements (one 16-byte vector per tap) per thread: nearest 78, bilinear 117, area 117
+    # registers; bicubic at 64 channels 164 (255 at 128). No spills.
+    # The row scan compares a [16, 128] tile of (row, idx) pairs per step: 8 per thread at 8 warps.
+    if mode == "bicubic":  # 16 taps: 128 channels took 255 registers with the scan and the channel loop
+        return 16, min(block_d, 64), 128, 8
+    return 16, block_d, 128, 8
 
 
 def _scale(src: int, dst: int) -> float:
     """PyTorch's ``(float)in / out`` as an IEEE float32 division (not Triton's approximate fp32 divide)."""
     return float(np.float32(src) / np.float32(dst))
+
+
+def _span(rows: int, channels: int, batch: int, block_p: int, block_d: int) -> int:
+    """Channels per program: as wide as possible while the grid keeps about two programs per SM (132 SMs)."""
+    chunks = triton.cdiv(channels, block_d)
+    row_programs = triton.cdiv(rows, block_p) * batch
+    split = min(chunks, max(1, triton.cdiv(264, row_programs)))
+    return triton.cdiv(chunks, split) * block_d
 
 
 def restore_merge(
@@ -264,7 +340,8 @@ def restore_merge(
 
     Args:
         y: ``(B, r, D)`` float32/float16/bfloat16, any strides.
-        idx: int64 ``(B, r)``, any strides; out-of-range entries are ignored, duplicates keep one candidate.
+        idx: int64 ``(B, r)``, any strides, any order; out-of-range entries are ignored, among duplicates the largest
+            ``j`` wins (``reference.source_rows``).
         cache: ``(B, h0*w0, D)`` same dtype as ``y``, any strides.
         src_hw: ``(h0, w0)``; dst_hw: ``(h, w)``.
         mode: ``nearest | bilinear | bicubic | area`` (``align_corners=False``).
@@ -278,21 +355,18 @@ def restore_merge(
     out = torch.empty((batch, rows, channels), dtype=y.dtype, device=y.device)
     if batch == 0:
         return out
-    inv = torch.full((batch, rows), -1, dtype=torch.int32, device=y.device)
-    if rank > 0:
-        block_j = min(1024, _next_pow2(rank))
-        _inverse_map_kernel[(triton.cdiv(rank, block_j), batch)](
-            idx, inv, rank, rows, idx.stride(0), idx.stride(1), BLOCK=block_j
-        )
-    block_p, block_d, num_warps = _block_sizes(rows, channels, mode)
-    grid = (triton.cdiv(rows, block_p), triton.cdiv(channels, block_d), batch)
+    block_p, block_d, block_j, num_warps = _block_sizes(rows, channels, mode)
+    span = _span(rows, channels, batch, block_p, block_d)
+    grid = (triton.cdiv(rows, block_p), triton.cdiv(channels, span), batch)
     _restore_merge_kernel[grid](
         y,
-        inv,
+        idx,
         cache,
         out,
+        rank,
         rows,
         channels,
+        span,
         h0,
         w0,
         h,
@@ -301,6 +375,8 @@ def restore_merge(
         _scale(w0, w),
         -(-h0 // h) + 1,
         -(-w0 // w) + 1,
+        idx.stride(0),
+        idx.stride(1),
         y.stride(0),
         y.stride(1),
         y.stride(2),
@@ -312,6 +388,7 @@ def restore_merge(
         SAME_W=w0 == w,
         BLOCK_P=block_p,
         BLOCK_D=block_d,
+        BLOCK_J=block_j,
         INTERPRET=_INTERPRET,
         num_warps=num_warps,
     )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stagevar_kernels import philox, project_and_sample, reference
-from stagevar_kernels.testing import device_backend_pairs, strided_like, tolerance
+from stagevar_kernels.testing import assert_projection_close, device_backend_pairs, strided_like
 
 # Reference first: these properties define the op; other backends are compared with it elsewhere.
 
@@ -112,10 +112,29 @@ def test_same_seed_same_result_other_seed_other_result():
 def test_backends_match_reference(device, backend, dtype, layout):
     x32 = torch.randn(2, 37, 19)
     x = strided_like(x32.to(device=device, dtype=dtype), layout)
-    want_xr, want_idx = reference.project_and_sample(x.cpu().float(), 5, seed=123)
+    want_idx = reference.project_and_sample(x.cpu().float(), 5, seed=123)[1]
     xr, idx = project_and_sample(x, 5, 123, backend=backend)
     assert xr.dtype == dtype and xr.is_contiguous()
-    torch.testing.assert_close(xr.cpu().float(), want_xr, **tolerance(dtype))
+    assert_projection_close(xr.cpu(), x.cpu(), 5, 123)
     # Low-precision inputs are squared in fp32 from the same values, so the draws agree exactly.
     assert torch.equal(idx.cpu(), reference.project_and_sample(x.cpu(), 5, seed=123)[1])
     assert torch.equal(idx.cpu(), want_idx) or dtype != torch.float32
+
+
+@pytest.mark.parametrize("shape", [(), (1,)])
+@pytest.mark.parametrize("device,backend", device_backend_pairs())
+def test_device_seed_equals_int_seed(device, backend, shape):
+    # The graph-replayable form: the seed lives in a one-element int64 tensor that the caller rewrites in place.
+    x = torch.randn(2, 37, 19, device=device)
+    seed_t = torch.full(shape, 2**33 + 5, dtype=torch.int64, device=device)
+    for value in (2**33 + 5, 7, philox.MAX_SEED):
+        seed_t.fill_(value)
+        xr_t, idx_t = project_and_sample(x, 5, seed_t, backend=backend)
+        xr_i, idx_i = project_and_sample(x, 5, value, backend=backend)
+        assert torch.equal(idx_t, idx_i) and torch.equal(xr_t, xr_i)
+
+
+def test_reference_random_stream_accepts_tensor_seeds():
+    seed_t = torch.tensor(2**40 + 3)
+    assert torch.equal(philox.standard_normals(seed_t, 2, 5, 9), philox.standard_normals(2**40 + 3, 2, 5, 9))
+    assert torch.equal(philox.gumbel_noise(seed_t, 2, 50), philox.gumbel_noise(2**40 + 3, 2, 50))

@@ -22,6 +22,14 @@ def test_opcheck_project_and_sample(layout, device):
     torch.library.opcheck(torch.ops.stagevar.project_and_sample.default, (x, 5, 42, None), test_utils=grad_utils)
 
 
+@pytest.mark.parametrize("shape", [(), (1,)])
+@pytest.mark.parametrize("device", devices())
+def test_opcheck_project_and_sample_device_seed(device, shape):
+    x = _x("permuted", device)
+    seed_t = torch.full(shape, 42, dtype=torch.int64, device=device)
+    torch.library.opcheck(torch.ops.stagevar.project_and_sample.default, (x, 5, 0, None, seed_t))
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "permuted", "sliced"])
 @pytest.mark.parametrize("device", devices())
 def test_opcheck_restore_merge(layout, device):
@@ -45,6 +53,31 @@ def test_torch_compile_fullgraph_cpu(dynamic):
     cache = torch.randn(2, 16, 12)
     compiled = torch.compile(_unit, fullgraph=True, dynamic=dynamic)
     torch.testing.assert_close(compiled(x, cache), _unit(x, cache))
+
+
+def test_torch_compile_fullgraph_device_seed():
+    # One compiled graph serves every seed: the seed is data, not a constant baked into the graph.
+    torch._dynamo.reset()
+    x = torch.randn(2, 30, 12)
+    cache = torch.randn(2, 16, 12)
+    seed_t = torch.tensor(3)
+
+    def unit(x, cache, seed_t):
+        xr, idx = sk.project_and_sample(x, 7, seed_t)
+        return sk.restore_merge(torch.nn.functional.gelu(xr), idx, cache, (4, 4), (5, 6), "area")
+
+    compiled = torch.compile(unit, fullgraph=True, dynamic=False)
+    for value in (3, 2**40 + 1):
+        seed_t.fill_(value)
+        want = sk.restore_merge(
+            torch.nn.functional.gelu(sk.project_and_sample(x, 7, value)[0]),
+            sk.project_and_sample(x, 7, value)[1],
+            cache,
+            (4, 4),
+            (5, 6),
+            "area",
+        )
+        torch.testing.assert_close(compiled(x, cache, seed_t), want)
 
 
 def test_gradients_are_refused_with_a_clear_error():

@@ -26,6 +26,11 @@ def good_pas():
         ({"seed": -1}, "seed"),
         ({"seed": 2**63}, "seed"),
         ({"seed": 1.5}, "seed"),
+        ({"seed": torch.tensor(1, dtype=torch.int32)}, "seed"),
+        ({"seed": torch.tensor([1, 2])}, "seed"),
+        ({"seed": torch.tensor([[1]])}, "seed"),
+        ({"seed": torch.tensor(1.0)}, "seed"),
+        ({"seed": torch.empty((), dtype=torch.int64, device="meta")}, "seed"),
     ],
 )
 def test_project_and_sample_bad_input(change, name):
@@ -35,6 +40,10 @@ def test_project_and_sample_bad_input(change, name):
     fits_schema = isinstance(args["x"], torch.Tensor) and all(
         type(args[k]) is int and abs(args[k]) < 2**63 for k in ("rank", "seed")
     )
+    if isinstance(args["seed"], torch.Tensor) and args["seed"].device == args["x"].device:
+        # The op takes a device seed as seed_tensor (a meta tensor would route the dispatcher to the fake kernel).
+        with pytest.raises(ValueError, match="^seed_tensor: "):
+            torch.ops.stagevar.project_and_sample(args["x"], args["rank"], 0, None, args["seed"])
     if fits_schema:  # the dispatcher itself rejects what does not fit the schema's types
         with pytest.raises(ValueError, match=f"^{name}: "):
             torch.ops.stagevar.project_and_sample(args["x"], args["rank"], args["seed"])
