@@ -35,18 +35,6 @@ HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-# STAGEVAR_BENCH_DTYPE=bf16|fp16|fp32: every case in that dtype (scripts/gpu_check.py runs bf16, then fp32);
-# unset: baselines.DTYPE's default. Set here, before the bench_*.py modules import it.
-if os.environ.get("STAGEVAR_BENCH_DTYPE"):
-    import baselines
-
-    _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    _ASKED = os.environ["STAGEVAR_BENCH_DTYPE"]
-    if _ASKED not in _DTYPES:
-        raise ValueError(f"STAGEVAR_BENCH_DTYPE: expected one of {sorted(_DTYPES)}, got {_ASKED!r}")
-    baselines.DTYPE = _DTYPES[_ASKED]
-
-
 _DTYPE_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 

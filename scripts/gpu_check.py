@@ -526,7 +526,7 @@ def _short_dtype(name: str | None) -> str | None:
 def stage_ops(ctx: Context, budget_s: float) -> dict:
     if not has_module("pytest_benchmark"):
         return {"status": "failed", "note": "pytest-benchmark is not installed (carry it as a wheel: DEVELOPING.md)"}
-    # (name, STAGEVAR_BENCH_DTYPE, -k expression, reserve s). bf16 first, every shape and batch: the models'
+    # (name, STAGEVAR_BENCH_DTYPES, -k expression, reserve s). bf16 first, every shape and batch: the models'
     # dtype. Then fp32 at batch 1 (what the pipeline feeds the ops in most units). torch.compile baselines last and
     # at the 40x40 step only: Inductor compiles each case anew (tens of seconds each). About 150 cases take
     # 0.3-0.5 s each (do_bench's 25 ms warm-up and 100 ms of repeats, 20 pedantic rounds, the sanity check).
@@ -554,7 +554,7 @@ def stage_ops(ctx: Context, budget_s: float) -> dict:
         cmd += [f"--benchmark-json={json_path}", "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name"]
         if has_module("pytest_timeout"):
             cmd += ["--timeout=120"]
-        res = run_cmd(cmd, log, sub_budget([r[3] for r in runs], i, left), ctx.env(STAGEVAR_BENCH_DTYPE=dtype))
+        res = run_cmd(cmd, log, sub_budget([r[3] for r in runs], i, left), ctx.env(STAGEVAR_BENCH_DTYPES=dtype))
         rows = []
         if json_path.exists():
             try:

@@ -205,7 +205,7 @@ FAKE_PYTHON = """#!{python}
 import json, os, sys
 args = sys.argv[1:]
 with open({record!r}, "a") as f:
-    names = ("TORCH_CUDA_ARCH_LIST", "STAGEVAR_BENCH_DTYPE", "PYTORCH_NO_CUDA_MEMORY_CACHING")
+    names = ("TORCH_CUDA_ARCH_LIST", "STAGEVAR_BENCH_DTYPES", "PYTORCH_NO_CUDA_MEMORY_CACHING")
     env = {{k: os.environ.get(k) for k in names}}
     f.write(json.dumps({{"args": args, "env": env}}) + "\\n")
 if args[0] == "-c" and "ENV " in args[1]:
@@ -216,7 +216,7 @@ elif args[0] == "setup.py":
     print("building the CUDA extension")
 elif args[:2] == ["-m", "pytest"] and args[2] == "bench":
     path = [a for a in args if a.startswith("--benchmark-json=")][0].split("=", 1)[1]
-    dtype = {{"bf16": "torch.bfloat16", "fp32": "torch.float32"}}[os.environ["STAGEVAR_BENCH_DTYPE"]]
+    dtype = {{"bf16": "torch.bfloat16", "fp32": "torch.float32"}}[os.environ["STAGEVAR_BENCH_DTYPES"]]
     impl = "compile" if args[args.index("-k") + 1].startswith("compile") else "backend-cuda"
     bench = {{"name": f"test_project_and_sample[inf2b-40x40-b1-{{impl}}]", "param": f"inf2b-40x40-b1-{{impl}}",
              "extra_info": {{"impl": impl, "dtype": dtype, "median_us": 12.5}}, "stats": {{"median": 1e-5}}}}
@@ -268,7 +268,7 @@ def test_gpu_path_of_every_stage_on_a_fake_machine(tmp_path, monkeypatch):
     assert stages["sanitizer"]["note"] == "memcheck ok; racecheck ok"
     # bf16 first, then fp32, then the compile baselines; each dtype reaches the bench through the environment
     ops = [
-        (c["env"]["STAGEVAR_BENCH_DTYPE"], c["args"][c["args"].index("-k") + 1])
+        (c["env"]["STAGEVAR_BENCH_DTYPES"], c["args"][c["args"].index("-k") + 1])
         for c in calls
         if c["args"][:3] == ["-m", "pytest", "bench"]
     ]
