@@ -11,6 +11,7 @@ import torch
 from stagevar.models.infinity import load_infinity, load_infinity_weights, read_state_dict, save_sharded
 from stagevar.models.star import load_pretrained, load_star, load_vqvae
 from stagevar.models.star.loader import read_checkpoint
+from stagevar.schedule import StageSchedule, resolve
 
 
 # ----------------------------------------------------------------------------------------------- shard indexes
@@ -158,3 +159,66 @@ def test_star_garbage_and_pathlib(tmp_path):
     path.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ValueError, match="STAR.pth: not a readable checkpoint"):
         load_star(torch.nn.Linear(1, 1), path)
+
+
+# ----------------------------------------------------------------------------------------------- schedule files
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        ("[null]", "expected a JSON object"),
+        ("5", "expected a JSON object"),
+        ("null", "expected a JSON object"),
+        ('"10"', "expected a JSON object"),
+        ('{"rank_ratios": [null]}', r"rank_ratios\[0\]: expected a number"),
+        ('{"rank_ratios": [true, false]}', r"rank_ratios\[0\]: expected a number, got bool"),
+        ('{"rank_ratios": ["0.5"]}', r"rank_ratios\[0\]: expected a number, got str"),
+        ('{"rank_ratios": "10"}', "rank_ratios: expected a list"),
+        ('{"rank_ratios": 5}', "rank_ratios: expected a list"),
+        ('{"rank_ratios": [[[0.5]]]}', r"rank_ratios\[0\]\[0\]: expected a number, got list"),
+        ('{"rank_ratios": [{"a": 1}]}', r"rank_ratios\[0\]: expected a number, got dict"),
+        ('{"rank_ratios": [0.2], "seed": "3"}', "seed: expected an int"),
+        ('{"rank_ratios": [0.2], "seed": true}', "seed: expected an int"),
+        ('{"rank_ratios": [0.2], "seed": 1.5}', "seed: expected an int"),
+        ('{"rank_ratios": [0.2], "guidance": ["null"]}', "guidance: expected one of"),
+        ('{"rank_ratios": [0.2], "name": 7}', "name: expected a string"),
+        ('{"rank_ratios": [NaN]}', "not valid JSON"),
+        ('{"rank_ratios": [1' + "0" * 400 + "]}", "not valid JSON.*digits"),
+        ('{"rank_ratios": [0.2], "seed": 1' + "0" * 400 + "}", "not valid JSON.*digits"),
+        ('{"rank_ratios": [1e400]}', r"rank_ratios\[0\]: ratios must lie in \[0, 1\]"),
+        ("[" * 100_000 + "]" * 100_000, "nests deeper|not valid JSON"),
+        ('{"rank_ratios": [[[[[[0.1]]]]]]}', "nests deeper"),
+    ],
+)
+def test_schedule_file_refused_with_file_and_field(tmp_path, content, field):
+    path = tmp_path / "sched.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f"^schedule: .*sched.json.*{field}") as err:
+        resolve(str(path))
+    assert "\n" not in str(err.value)
+
+
+def test_huge_schedule_file_refused_without_parsing(tmp_path):
+    path = tmp_path / "big.json"
+    with open(path, "wb") as f:
+        f.truncate(100 << 20)  # sparse: 100 MB without writing them
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="big.json is larger than"):
+        StageSchedule.load(path)
+    assert time.monotonic() - start < 5
+
+
+def test_schedule_fifo_and_directory(tmp_path):
+    os.mkfifo(tmp_path / "pipe.json")
+    with pytest.raises(ValueError, match="pipe.json is not a regular file"):
+        StageSchedule.load(tmp_path / "pipe.json")
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(ValueError, match="dir.json is not a regular file"):
+        StageSchedule.load(tmp_path / "dir.json")
+
+
+def test_schedule_constructor_is_strict_too():
+    with pytest.raises(ValueError, match=r"rank_ratios\[0\]: expected a number"):
+        StageSchedule(("0.5",))
+    with pytest.raises(ValueError, match=r"rank_ratios\[1\]\[0\]: expected a number"):
+        StageSchedule((0.5, (True,)))
+    assert StageSchedule((1, 0)).rank_ratios == (1.0, 0.0)  # ints are numbers
