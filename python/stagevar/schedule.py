@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 import stat
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -197,13 +196,9 @@ class StageSchedule:
 
     def save(self, path: str | Path) -> None:
         """Write the JSON atomically (a temporary file in the same folder, then renamed over ``path``)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        from .atomic import write_text
+
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> StageSchedule:
