@@ -196,7 +196,20 @@ def _progress(args, **kwargs):
     """A tqdm bar on stderr, shown only on a terminal and without ``--quiet``."""
     from tqdm import tqdm
 
-    return tqdm(file=sys.stderr, disable=args.quiet or not sys.stderr.isatty(), **kwargs)
+    # delay: the lines a command prints first are not interleaved with a bar drawn at once
+    return tqdm(file=sys.stderr, disable=args.quiet or not sys.stderr.isatty(), delay=0.5, **kwargs)
+
+
+def _ticker(bar):
+    """``tick(label)`` advancing ``bar``; closes it at its total, before the command prints its results."""
+
+    def tick(label: str) -> None:
+        bar.set_postfix_str(label, refresh=False)
+        bar.update(1)
+        if bar.total is not None and bar.n >= bar.total:
+            bar.close()
+
+    return tick
 
 
 def _batches(items: list, size: int):
@@ -275,7 +288,7 @@ def cmd_demo(args) -> int:
             warmup=args.warmup,
             device=device,
             model=args.model,
-            progress=lambda label: (bar.set_postfix_str(label), bar.update(1)),
+            progress=_ticker(bar),
         )
     return 0
 
@@ -399,7 +412,7 @@ def cmd_bench(args) -> int:
             h_div_w=args.aspect_ratio,
             pn=args.pn,
             text_encoder=False if args.no_text_encoder else None,
-            progress=lambda label: (bar.set_postfix_str(label), bar.update(1)),
+            progress=_ticker(bar),
         )
     print(benchmark.table(result))
     if args.json:
