@@ -222,3 +222,20 @@ def test_schedule_constructor_is_strict_too():
     with pytest.raises(ValueError, match=r"rank_ratios\[1\]\[0\]: expected a number"):
         StageSchedule((0.5, (True,)))
     assert StageSchedule((1, 0)).rank_ratios == (1.0, 0.0)  # ints are numbers
+
+
+def test_text_encoder_folders_that_hold_no_model(tmp_path):
+    pytest.importorskip("transformers")
+    from stagevar.models.infinity import load_t5
+    from stagevar.models.star import load_clip_text_encoder
+
+    (tmp_path / "t5").mkdir()
+    (tmp_path / "t5" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="t5: not a loadable flan-T5 folder"):
+        load_t5(tmp_path / "t5", dtype=torch.float32)
+    with pytest.raises(ValueError, match="is a folder"):
+        load_t5(tmp_path / "t5" / "config.json")
+    for sub in ("tokenizer", "text_encoder"):
+        (tmp_path / "clip" / sub).mkdir(parents=True)
+    with pytest.raises(ValueError, match="clip: not a loadable CLIP"):
+        load_clip_text_encoder(tmp_path / "clip")
