@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import inspect
 import threading
 import weakref
 from dataclasses import dataclass
@@ -79,7 +80,12 @@ class _AcceleratedEntry:
     def __init__(self, model, family: str, plan: StageSchedule, backend: str | None, seed):
         self._model = weakref.ref(model)
         self.family, self.stagevar_schedule, self.backend, self.seed = family, plan, backend, seed
-        functools.update_wrapper(self, _official_call(family), updated=())
+        own = getattr(type(model), ENTRY, None)
+        if own is not None:  # the class's entry point: its name, docstring and signature (without ``self``)
+            functools.update_wrapper(self, own, updated=())
+            del self.__wrapped__  # no reference to the original, which copies and pickles would carry along
+            params = list(inspect.signature(own).parameters.values())
+            self.__signature__ = inspect.Signature(params[1:])
 
     def __call__(self, *args, **kwargs):
         model = self._model()

@@ -193,3 +193,12 @@ def test_accelerate_and_restore_from_threads():
         if schedule_of(model) is not None:
             stagevar.restore(model)
         assert schedule_of(model) is None and "autoregressive_infer_cfg" not in model.__dict__
+
+
+def test_accelerated_entry_keeps_the_official_signature(tiny):
+    import inspect
+
+    plain = inspect.signature(tiny.model.autoregressive_infer_cfg)
+    with stagevar.accelerated(tiny.model, "paper"):
+        assert inspect.signature(tiny.model.autoregressive_infer_cfg) == plain
+        assert tiny.model.autoregressive_infer_cfg.__name__ == "autoregressive_infer_cfg"
