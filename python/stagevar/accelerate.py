@@ -7,12 +7,20 @@ and return format that drives the schedule (``stagevar.generate``); the original
 ``restore(model)`` (or leaving ``with accelerated(model):``) puts it back, leaving the object exactly as before.
 Users' scripts that call ``model.autoregressive_infer_cfg`` (``gen_one_img``, ``sample.py``) then run accelerated
 unchanged. No per-generation state is stored on the model: every call builds a fresh session.
+
+The replacement entry looks its model up when called (it holds a weak reference, not a closure over the object):
+``copy.deepcopy`` of an accelerated model gives a copy that is accelerated with the same schedule and runs the
+copy's own weights, and pickling (``torch.save(model)``) stores the acceleration with the model. ``accelerate``
+and ``restore`` are thread-safe (one lock); generations themselves may run concurrently on different models.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
+import inspect
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -59,6 +67,74 @@ class _Patch:
 
 
 _PATCHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCK = threading.RLock()  # accelerate/restore read-modify-write the model's __dict__ and _PATCHES together
+
+
+class _AcceleratedEntry:
+    """The ``autoregressive_infer_cfg`` an accelerated model gets: the official signature, the schedule's loop.
+
+    It finds its model through a weak reference at call time, so a deep copy of the model (whose copy of this entry
+    points at the copied model) runs the copy's weights, and the model/entry cycle holds no strong reference.
+    """
+
+    def __init__(self, model, family: str, plan: StageSchedule, backend: str | None, seed):
+        self._model = weakref.ref(model)
+        self.family, self.stagevar_schedule, self.backend, self.seed = family, plan, backend, seed
+        own = getattr(type(model), ENTRY, None)
+        if own is not None:  # the class's entry point: its name, docstring and signature (without ``self``)
+            functools.update_wrapper(self, own, updated=())
+            del self.__wrapped__  # no reference to the original, which copies and pickles would carry along
+            params = list(inspect.signature(own).parameters.values())
+            self.__signature__ = inspect.Signature(params[1:])
+
+    def __call__(self, *args, **kwargs):
+        model = self._model()
+        if model is None:
+            raise ValueError("model: the accelerated model no longer exists")
+        plan, backend, seed = self.stagevar_schedule, self.backend, self.seed
+
+        def runner(session, *, decode=True, call_seed=None):
+            # Projections follow the call's generation seed unless accelerate() fixed one.
+            base = seed if seed is not None else call_seed
+            return generate(session, plan, seed=base, backend=backend, decode=decode)
+
+        return _official_call(self.family)(model, runner, *args, **kwargs)
+
+    def __deepcopy__(self, memo):
+        # deepcopy(model) copies the model first and records it in memo, then its __dict__ with this entry
+        original = self._model()
+        target = memo.get(id(original), original) if original is not None else None
+        if target is None or target is original:
+            raise TypeError("the accelerated entry point can only be copied with its model (copy.deepcopy(model))")
+        clone = _AcceleratedEntry(target, self.family, self.stagevar_schedule, self.backend, self.seed)
+        patch = _PATCHES.get(original)
+        with _LOCK:
+            _PATCHES[target] = _Patch(
+                self.stagevar_schedule,
+                patch.had_own_entry if patch else False,
+                copy.deepcopy(patch.own_entry, memo) if patch else None,
+            )
+        return clone
+
+    def __reduce__(self):
+        model = self._model()
+        if model is None:
+            raise TypeError("the accelerated model no longer exists")
+        patch = _PATCHES.get(model)
+        if patch is not None and patch.had_own_entry:
+            raise TypeError(
+                "cannot pickle an accelerated model whose autoregressive_infer_cfg was set on the instance; "
+                "call stagevar.restore(model) first"
+            )
+        return (_rebuild_entry, (model, self.family, self.stagevar_schedule.to_dict(), self.backend, self.seed))
+
+
+def _rebuild_entry(model, family: str, schedule: dict, backend, seed) -> _AcceleratedEntry:
+    """Unpickling: the entry of ``model`` (being rebuilt around it), registered as accelerated."""
+    plan = StageSchedule.from_dict(schedule)
+    with _LOCK:
+        _PATCHES[model] = _Patch(plan, False, None)
+    return _AcceleratedEntry(model, family, plan, backend, seed)
 
 
 def accelerate(model, schedule: str | StageSchedule | dict = "paper", *, backend: str | None = None, seed=None):
@@ -73,40 +149,34 @@ def accelerate(model, schedule: str | StageSchedule | dict = "paper", *, backend
     """
     family = family_of(model)
     plan = resolve(schedule, family)
-    if model in _PATCHES:
-        restore(model)
-    own = model.__dict__.get(ENTRY)
-    _PATCHES[model] = _Patch(plan, ENTRY in model.__dict__, own)
-    call = _official_call(family)
-    original = getattr(model, ENTRY)
-
-    @functools.wraps(original)
-    def accelerated_entry(*args, **kwargs):
-        def runner(session, *, decode=True, call_seed=None):
-            # Projections follow the call's generation seed unless accelerate() fixed one.
-            base = seed if seed is not None else call_seed
-            return generate(session, plan, seed=base, backend=backend, decode=decode)
-
-        return call(model, runner, *args, **kwargs)
-
-    accelerated_entry.stagevar_schedule = plan
-    object.__setattr__(model, ENTRY, accelerated_entry)
+    with _LOCK:
+        if model in _PATCHES:
+            _restore_locked(model)
+        own = model.__dict__.get(ENTRY)
+        _PATCHES[model] = _Patch(plan, ENTRY in model.__dict__, own)
+        object.__setattr__(model, ENTRY, _AcceleratedEntry(model, family, plan, backend, seed))
     return model
 
 
 def restore(model) -> None:
     """Undo :func:`accelerate`: the model's own ``autoregressive_infer_cfg`` is back, nothing else remains."""
+    with _LOCK:
+        _restore_locked(model)
+
+
+def _restore_locked(model) -> None:
     patch = _PATCHES.pop(model, None)
     if patch is None:
         raise ValueError(f"model: this {type(model).__name__} object is not accelerated")
-    del model.__dict__[ENTRY]
+    model.__dict__.pop(ENTRY, None)
     if patch.had_own_entry:
         model.__dict__[ENTRY] = patch.own_entry
 
 
 def schedule_of(model) -> StageSchedule | None:
     """The schedule ``model`` currently runs under, or ``None``."""
-    patch = _PATCHES.get(model)
+    with _LOCK:
+        patch = _PATCHES.get(model)
     return None if patch is None else patch.schedule
 
 

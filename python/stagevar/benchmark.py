@@ -103,8 +103,12 @@ def run(
     h_div_w: float = 1.0,
     pn: str = "1M",
     text_encoder: bool | None = None,
+    progress=None,
 ) -> dict:
-    """Benchmark ``schedules`` on ``model`` (a :mod:`stagevar.zoo` name); returns a JSON-ready dict."""
+    """Benchmark ``schedules`` on ``model`` (a :mod:`stagevar.zoo` name); returns a JSON-ready dict.
+
+    ``progress(schedule_name)`` is called after each generation (warm-up and timed), e.g. to advance a bar."""
+    tick = progress or (lambda name: None)
     dev = torch.device(device)
     built = zoo.build(model, dev, h_div_w=h_div_w, pn=pn)
     result = {
@@ -123,6 +127,7 @@ def run(
         run_one = _runner(name, built.family, backend)
         for _ in range(warmup):
             run_one(built.new_session(batch=batch, seed=seed), None)
+            tick(name)
         _sync(dev)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
@@ -134,6 +139,7 @@ def run(
             run_one(session, timer)
             timer.stop("total")
             runs.append(timer.finish())
+            tick(name)
         result["scales"] = [list(hw) for hw in session.scales]
         entry = {"ms": medians(runs), "runs": runs}
         if dev.type == "cuda":

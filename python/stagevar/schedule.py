@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+import stat
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +32,38 @@ PROJECTIONS = ("rp", "svd", "prune", "none")
 RESTORATIONS = ("rtr", "lls")
 
 RatioSpec = float | tuple[float, ...]
+
+MAX_FILE_BYTES = 1 << 20  # a schedule is a few hundred bytes; larger files are not schedules
+MAX_DEPTH = 4  # object -> rank_ratios list -> per-unit list -> number
+
+
+def _ratio(value, where: str) -> float:
+    # numbers only: a bool or a string ("0.5") is a mistake in the file, not a ratio
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{where}: expected a number, got {type(value).__name__} {value!r:.40}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{where}: number out of range ({str(value)[:20]}...)") from None
+
+
+def _ratio_spec(spec, step: int) -> RatioSpec:
+    if isinstance(spec, (list, tuple)):
+        return tuple(_ratio(v, f"rank_ratios[{step}][{i}]") for i, v in enumerate(spec))
+    return _ratio(spec, f"rank_ratios[{step}]")
+
+
+def _depth(value) -> int:
+    """Nesting depth of parsed JSON, iteratively (a deep file must not exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                return depth
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -59,15 +93,17 @@ class StageSchedule:
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self):
-        ratios = tuple(
-            tuple(float(v) for v in r) if isinstance(r, (list, tuple)) else float(r) for r in self.rank_ratios
-        )
+        if not isinstance(self.rank_ratios, (list, tuple)):
+            raise ValueError(f"rank_ratios: expected a list, got {type(self.rank_ratios).__name__}")
+        ratios = tuple(_ratio_spec(r, step) for step, r in enumerate(self.rank_ratios))
         object.__setattr__(self, "rank_ratios", ratios)
         self.validate()
 
     # ----------------------------------------------------------------- validation
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field for anything inconsistent."""
+        if not isinstance(self.name, str):
+            raise ValueError(f"name: expected a string, got {type(self.name).__name__}")
         for key, allowed in (
             ("guidance", GUIDANCES),
             ("unit", UNITS),
@@ -75,10 +111,11 @@ class StageSchedule:
             ("projection", PROJECTIONS),
             ("restoration", RESTORATIONS),
         ):
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"{key}: expected one of {allowed}, got {getattr(self, key)!r}")
+            value = getattr(self, key)
+            if not isinstance(value, str) or value not in allowed:
+                raise ValueError(f"{key}: expected one of {allowed}, got {value!r:.60}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed: expected an int in [0, 2**63), got {self.seed!r}")
+            raise ValueError(f"seed: expected an int in [0, 2**63), got {self.seed!r:.40}")
         skipping = False
         for step, spec in enumerate(self.rank_ratios):
             values = spec if isinstance(spec, tuple) else (spec,)
@@ -137,32 +174,72 @@ class StageSchedule:
 
     @classmethod
     def from_dict(cls, data: dict) -> StageSchedule:
+        """A schedule from its JSON object; ``ValueError`` naming the field for any wrong key, type or value."""
         if not isinstance(data, dict):
             raise ValueError(f"schedule: expected a JSON object, got {type(data).__name__}")
         known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k)[:40] for k in set(data) - known)
         if unknown:
             raise ValueError(f"schedule: unknown keys {unknown} (known: {sorted(known)})")
         data = dict(data)
-        data["rank_ratios"] = tuple(tuple(r) if isinstance(r, list) else r for r in data.get("rank_ratios", ()))
+        ratios = data.get("rank_ratios", [])
+        if not isinstance(ratios, list):
+            raise ValueError(f"rank_ratios: expected a list, got {type(ratios).__name__}")
+        for step, spec in enumerate(ratios):
+            if isinstance(spec, list):
+                for i, v in enumerate(spec):
+                    _ratio(v, f"rank_ratios[{step}][{i}]")
+            else:
+                _ratio(spec, f"rank_ratios[{step}]")
+        data["rank_ratios"] = tuple(tuple(r) if isinstance(r, list) else r for r in ratios)
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the JSON atomically (a temporary file in the same folder, then renamed over ``path``)."""
+        from .atomic import write_text
+
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> StageSchedule:
+        """Read a schedule JSON file (at most 1 MiB, nesting at most 4 deep); errors name the file and the field."""
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"schedule file not found: {path}")
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ValueError(f"schedule: {path} is not a regular file")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ValueError(f"schedule: {path} is larger than {MAX_FILE_BYTES} bytes; not a schedule file")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise ValueError(f"schedule: {path} is larger than {MAX_FILE_BYTES} bytes; not a schedule file")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
+            data = json.loads(raw.decode("utf-8"), parse_int=_parse_int, parse_constant=_no_constant)
+        except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError, and the number checks above
             raise ValueError(f"schedule: {path} is not valid JSON ({err})") from None
-        return cls.from_dict(data)
+        except RecursionError:
+            raise ValueError(f"schedule: {path} nests deeper than {MAX_DEPTH} levels") from None
+        if _depth(data) > MAX_DEPTH:
+            raise ValueError(f"schedule: {path} nests deeper than {MAX_DEPTH} levels")
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as err:
+            message = str(err).removeprefix("schedule: ")
+            raise ValueError(f"schedule: {path}: {message}") from None
 
     def with_(self, **changes) -> StageSchedule:
         return replace(self, **changes)
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > 20:  # past int64: no ratio or seed, and huge ones are slow to convert
+        raise ValueError(f"integer of {len(text)} digits out of range")
+    return int(text)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a valid number")
 
 
 PAPER_RANK_RATIO = 0.176  # alpha = 0.96 in the paper (Table 1), its chosen operating point

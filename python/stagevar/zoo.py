@@ -29,6 +29,20 @@ DEMO_INFINITY = InfinityConfig(
 )
 
 MODELS = ("infinity-2b", "infinity-8b", "infinity-demo", "infinity-tiny", "star-d30", "star-tiny")
+ALIASES = {"star": "star-d30"}  # earlier spelling, still accepted
+
+
+def canonical(name: str) -> str:
+    """``name`` with earlier spellings mapped to the names of :data:`MODELS` (``star`` is ``star-d30``)."""
+    return ALIASES.get(name, name)
+
+
+def family_of(name: str) -> str:
+    """``"infinity"`` or ``"star"`` for a model name of :data:`MODELS`."""
+    name = canonical(name)
+    if name not in MODELS:
+        raise ValueError(f"model: expected one of {MODELS}, got {name!r}")
+    return "star" if name.startswith("star") else "infinity"
 
 
 @dataclass
@@ -78,6 +92,7 @@ def build(name: str, device="cpu", *, h_div_w: float = 1.0, pn: str = "1M", bloc
     Infinity: blocks in bf16 on CUDA (as upstream), everything else fp32; ``h_div_w``/``pn`` pick the scale schedule.
     STAR: fp32 weights; on CUDA the session runs under its autocast as upstream's fp16 scripts.
     """
+    name = canonical(name)
     if name not in MODELS:
         raise ValueError(f"model: expected one of {MODELS}, got {name!r}")
     device = torch.device(device)

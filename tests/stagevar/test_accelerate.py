@@ -117,3 +117,88 @@ def test_hidden_state_cfg_of_gen_one_img(tiny):
     reduced_with_cfg = presets("infinity")["paper"].with_(guidance="cfg")
     with stagevar.accelerated(tiny.model, reduced_with_cfg), pytest.raises(ValueError, match="^cfg_insertion_layer"):
         tiny.model.autoregressive_infer_cfg(**kwargs)
+
+
+def _perturbed_copy(model):
+    import copy
+
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        clone.head.weight.mul_(-1.0)  # different weights: the copy must run its own
+    return clone
+
+
+def test_deepcopy_of_an_accelerated_model_runs_its_own_weights(tiny):
+    _, kwargs = _official_args(tiny, seed=5)
+    with stagevar.accelerated(tiny.model, "paper"):
+        clone = _perturbed_copy(tiny.model)
+        _, _, original = tiny.model.autoregressive_infer_cfg(**kwargs)
+    assert schedule_of(clone).name == "paper"
+    _, _, copied = clone.autoregressive_infer_cfg(**kwargs)
+    stagevar.restore(clone)
+    with stagevar.accelerated(clone, "paper"):
+        _, _, fresh = clone.autoregressive_infer_cfg(**kwargs)
+    assert torch.equal(copied, fresh) and not torch.equal(copied, original)
+    assert "autoregressive_infer_cfg" not in clone.__dict__ and schedule_of(tiny.model) is None
+
+
+def test_pickled_accelerated_model_stays_accelerated(tiny, tmp_path):
+    _, kwargs = _official_args(tiny, seed=9)
+    with stagevar.accelerated(tiny.model, "paper"):
+        _, _, want = tiny.model.autoregressive_infer_cfg(**kwargs)
+        torch.save(tiny.model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)  # a trusted file we just wrote
+    assert schedule_of(loaded).name == "paper"
+    _, _, got = loaded.autoregressive_infer_cfg(**kwargs)
+    assert torch.equal(got, want)
+    stagevar.restore(loaded)
+    assert "autoregressive_infer_cfg" not in loaded.__dict__
+
+
+def test_entry_point_alone_cannot_be_copied(tiny):
+    import copy
+
+    with stagevar.accelerated(tiny.model, "paper"), pytest.raises(TypeError, match="with its model"):
+        copy.deepcopy(tiny.model.autoregressive_infer_cfg)
+
+
+def test_accelerate_and_restore_from_threads():
+    # Two threads toggling the same models: every model must end either plainly restored or accelerated with a
+    # schedule that restore() accepts (without the lock, a race left models accelerated that restore refused).
+    import threading
+
+    models = [zoo.build("infinity-tiny").model for _ in range(2)]
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def worker(i):
+        barrier.wait()
+        for n in range(300):
+            model = models[(i + n) % 2]
+            try:
+                stagevar.accelerate(model, "paper" if n % 2 else "skip-only")
+                stagevar.restore(model)
+            except ValueError as err:  # another thread restored it between our two calls
+                assert "not accelerated" in str(err)
+            except Exception as err:  # noqa: BLE001
+                errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for model in models:
+        if schedule_of(model) is not None:
+            stagevar.restore(model)
+        assert schedule_of(model) is None and "autoregressive_infer_cfg" not in model.__dict__
+
+
+def test_accelerated_entry_keeps_the_official_signature(tiny):
+    import inspect
+
+    plain = inspect.signature(tiny.model.autoregressive_infer_cfg)
+    with stagevar.accelerated(tiny.model, "paper"):
+        assert inspect.signature(tiny.model.autoregressive_infer_cfg) == plain
+        assert tiny.model.autoregressive_infer_cfg.__name__ == "autoregressive_infer_cfg"

@@ -5,6 +5,10 @@
 loop for our class, the StageVAR loop after ``stagevar.accelerate``. Returns upstream's ``(ret, idx_Bl_list, img)``:
 ``([], [], img)`` with ``img`` uint8 ``(B, H, W, 3)`` in **BGR** order (``([], [], [])`` without ``ret_img``).
 
+On an object of the official class, cross-attention runs in bf16 (``ca_bf16``), as the official code does: its
+``CrossAttention`` casts fp32 queries and keys/values to bf16 for ``flash_attn``, on every device; so ``vanilla``
+through ``stagevar.accelerate`` gives the official images bit for bit. Our class keeps fp32 cross-attention.
+
 Supported: ``cfg_insertion_layer`` 0 (CFG on logits; every official script) or -k (on a block's output;
 ``gen_one_img``'s default -5), the bitwise VAE (``vae_type != 0``),
 ``gt_leak <= 0``, ``trunk_scale >= len(scale_schedule)``. Anything else raises ``ValueError``. The unused upstream
@@ -66,6 +70,8 @@ def official_call(
         raise ValueError("gt_leak > 0 (teacher forcing) is not supported")
     if trunk_scale < n:
         raise ValueError(f"trunk_scale={trunk_scale} < {n} scales is not supported")
+    from .transformer import Infinity
+
     seed = None if g_seed is None else int(g_seed)
     session = new_session(
         model,
@@ -80,6 +86,7 @@ def official_call(
         top_k=top_k,
         top_p=top_p,
         cfg_insertion_layer=cfg_insertion_layer,
+        ca_bf16=not isinstance(model, Infinity),  # the official class: bf16 cross-attention, as its flash_attn call
     )
     images = runner(session, decode=bool(ret_img), call_seed=seed)
     if not ret_img:

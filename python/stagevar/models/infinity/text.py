@@ -90,14 +90,23 @@ def _require_transformers():
     return transformers
 
 
-def load_t5(path: str, device="cpu", dtype=torch.float16):
-    """Tokenizer and ``T5EncoderModel`` from a local directory (never the network). Returns ``(tokenizer, encoder)``."""
+def load_t5(path: str | os.PathLike, device="cpu", dtype=torch.float16):
+    """Tokenizer and ``T5EncoderModel`` from a local directory (never the network). Returns ``(tokenizer, encoder)``.
+
+    A folder that is not a saved flan-T5 (missing or unreadable files) raises ``ValueError`` naming it."""
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"{path}: the T5 text encoder is a folder (google/flan-t5-xl saved by transformers)")
     tf = _require_transformers()
-    tok = tf.AutoTokenizer.from_pretrained(path, legacy=True, local_files_only=True)
+    try:
+        tok = tf.AutoTokenizer.from_pretrained(path, legacy=True, local_files_only=True)
+        enc = tf.T5EncoderModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:  # transformers' errors for missing or malformed files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ValueError(f"{path}: not a loadable flan-T5 folder ({first})") from None
     tok.model_max_length = 512
-    enc = tf.T5EncoderModel.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
     enc.to(device).eval().requires_grad_(False)
     return tok, enc
 

@@ -56,8 +56,8 @@ def load_pretrained(
     ``allow_pickle``: see :func:`.loader.read_checkpoint`.
     """
     model, vae = build_star(name, device="meta", **overrides)
+    load_vqvae(vae, vae_path, allow_pickle=allow_pickle)  # the small file first: a bad VAE path fails fast
     load_star(model, star_path, allow_pickle=allow_pickle)
-    load_vqvae(vae, vae_path, allow_pickle=allow_pickle)
     model.to(device=device, dtype=dtype)
     vae.to(device=device, dtype=dtype)
     return model.eval(), vae.eval()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 
 import torch
 from torch import nn
@@ -54,8 +55,12 @@ def read_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False):
     memory-mapped, so the VAE and optimizer states stored beside the transformer are not read into memory.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, expected a checkpoint file")
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or stream forever
+        raise ValueError(f"{path}: not a regular file")
     try:
         try:  # memory-mapped: the training checkpoint also holds the VAE and optimizer states we never read
             return torch.load(path, map_location="cpu", weights_only=not allow_pickle, mmap=True)
@@ -64,10 +69,19 @@ def read_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False):
                 raise
             return torch.load(path, map_location="cpu", weights_only=not allow_pickle)  # legacy (non-zip) format
     except pickle.UnpicklingError as e:
+        if "weights_only" not in str(e).lower() and "weights only" not in str(e).lower():
+            raise ValueError(f"{path}: not a readable checkpoint ({_first_line(e)})") from None
         raise ValueError(
             f"{path}: holds objects other than tensors, refused by weights_only loading; if you trust the file, "
             f"load it with allow_pickle=True ({str(e).splitlines()[0]})"
         ) from e
+    except Exception as e:  # noqa: BLE001 - truncated or garbage files raise RuntimeError, EOFError, OSError, ...
+        raise ValueError(f"{path}: not a readable checkpoint ({_first_line(e)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = (str(err).strip().splitlines() or [""])[0][:300]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def extract_star_state_dict(obj) -> dict[str, torch.Tensor]:
@@ -117,10 +131,17 @@ def load_into(model: nn.Module, sd: dict, *, strict: bool = True, what: str = "s
 
     A model built on the meta device gets the checkpoint's tensors assigned (``assign=True``): no double init.
     """
+    if not isinstance(sd, dict) or any(not isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{what}: not a state dict of tensors")
     missing, unexpected, mismatched = check_state_dict(model, sd, what)
     if mismatched or (strict and (missing or unexpected)):
         raise StateDictMismatch(what, missing, unexpected, mismatched)
-    return nn.Module.load_state_dict(model, sd, strict=strict, assign=_on_meta(model))
+    meta = _on_meta(model)
+    result = nn.Module.load_state_dict(model, sd, strict=strict, assign=meta)
+    if meta and _on_meta(model):
+        left = [k for k, t in model.state_dict().items() if t.is_meta]
+        raise ValueError(f"{what}: {len(left)} tensors of a meta-device model not in the checkpoint: {left[:5]}")
+    return result
 
 
 def load_star(model: nn.Module, path_or_state, *, strict: bool = True, allow_pickle: bool = False) -> nn.Module:
@@ -147,6 +168,8 @@ def load_vqvae(vae: nn.Module, path_or_state, *, strict: bool = True, allow_pick
     )
     if isinstance(sd, nn.Module):
         sd = sd.state_dict()
+    if not isinstance(sd, dict) or any(not isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"VQ-VAE checkpoint: expected a state dict of tensors, got {type(sd).__name__}")
     sd = dict(sd)
     key = "quantize.ema_vocab_hit_SV"
     own = vae.state_dict()

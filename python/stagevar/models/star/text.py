@@ -36,8 +36,12 @@ class CLIPTextEncoder:
             if not os.path.isdir(d):
                 raise FileNotFoundError(f"CLIP text encoder: directory not found: {d}")
         tf = _transformers()
-        self.tokenizer = tf.CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True)
-        self.model = tf.CLIPTextModel.from_pretrained(enc_dir, local_files_only=True)
+        try:
+            self.tokenizer = tf.CLIPTokenizer.from_pretrained(tok_dir, local_files_only=True)
+            self.model = tf.CLIPTextModel.from_pretrained(enc_dir, local_files_only=True)
+        except (OSError, ValueError, KeyError) as e:  # transformers' errors for missing or malformed files
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise ValueError(f"{path}: not a loadable CLIP text encoder folder ({first})") from None
         self.model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         self.device = torch.device(device)
         self.width = self.model.config.hidden_size

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,6 +121,10 @@ def test_load_infinity_builds_and_loads(tmp_path, tiny):
     assert m2.block_chunks[0].module[0].sa.mat_qkv.weight.dtype == torch.bfloat16
     assert m2.head.weight.dtype == torch.float32
     assert _same(vae, v2)
+    # built on the meta device and materialised from the files: every tensor real, equal to the checkpoint
+    m3, v3 = load_infinity("tiny", model_path=Path(mp), vae_path=Path(vp))
+    assert not any(t.is_meta for t in [*m3.state_dict().values(), *v3.state_dict().values()])
+    assert _same(model, m3) and _same(vae, v3) and not any(p.requires_grad for p in m3.parameters())
 
 
 def test_vae_decoder_shapes():
