@@ -8,7 +8,8 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(stagevar, m) {
-  m.def("_project_and_sample_cuda(Tensor x, int rank, int seed) -> (Tensor, Tensor)");
+  m.def(
+      "_project_and_sample_cuda(Tensor x, int rank, int seed, Tensor? seed_tensor) -> (Tensor, Tensor)");
   m.def(
       "_restore_merge_cuda(Tensor y, Tensor idx, Tensor cache, int[] src_hw, int[] dst_hw, str mode) -> Tensor");
 }

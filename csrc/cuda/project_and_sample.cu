@@ -1,5 +1,8 @@
 // Launcher of the project_and_sample kernels (csrc/include/stagevar/project_and_sample.cuh) as
-// torch.ops.stagevar._project_and_sample_cuda(Tensor x, int rank, int seed) -> (Tensor xr, Tensor idx).
+// torch.ops.stagevar._project_and_sample_cuda(Tensor x, int rank, int seed, Tensor? seed_tensor)
+//     -> (Tensor xr, Tensor idx).
+// seed_tensor (int64, one element, on x's device), when given, replaces `seed`: the kernels read it from device
+// memory, so a captured CUDA graph draws new numbers once the tensor is overwritten between replays.
 // Only c10/cuda headers (no ATen/cuda/CUDAContext.h, which drags in cuBLAS/cuSPARSE headers).
 // Thin: argument checks, dtype dispatch, workspaces from the caching allocator, the current stream. No host sync.
 #include <ATen/ATen.h>
@@ -13,6 +16,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <tuple>
 #include <type_traits>
 
@@ -47,7 +51,8 @@ void launch_projection(const ProjectParams& p, bool use_mma, cudaStream_t stream
   project_simt_kernel<T><<<grid, kProjThreadsSimt, 0, stream>>>(p);
 }
 
-std::tuple<at::Tensor, at::Tensor> project_and_sample_cuda(const at::Tensor& x, int64_t rank, int64_t seed) {
+std::tuple<at::Tensor, at::Tensor> project_and_sample_cuda(const at::Tensor& x, int64_t rank, int64_t seed,
+                                                            const std::optional<at::Tensor>& seed_tensor) {
   TORCH_CHECK(x.is_cuda(), "_project_and_sample_cuda: x must be a CUDA tensor, got ", x.device());
   TORCH_CHECK(x.dim() == 3, "_project_and_sample_cuda: x must be (B, M, D), got shape ", x.sizes());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16,
@@ -57,6 +62,16 @@ std::tuple<at::Tensor, at::Tensor> project_and_sample_cuda(const at::Tensor& x, 
   TORCH_CHECK(1 <= rank && rank <= rows, "_project_and_sample_cuda: rank must satisfy 1 <= rank <= M = ", rows,
               ", got ", rank);
   TORCH_CHECK(seed >= 0, "_project_and_sample_cuda: seed must lie in [0, 2**63), got ", seed);
+  const int64_t* seed_ptr = nullptr;
+  if (seed_tensor.has_value()) {
+    const at::Tensor& st = *seed_tensor;
+    TORCH_CHECK(st.scalar_type() == at::kLong && st.numel() == 1,
+                "_project_and_sample_cuda: seed_tensor must be an int64 tensor with one element, got ",
+                st.scalar_type(), " of shape ", st.sizes());
+    TORCH_CHECK(st.device() == x.device(), "_project_and_sample_cuda: seed_tensor must be on x's device ",
+                x.device(), ", got ", st.device());
+    seed_ptr = st.data_ptr<int64_t>();
+  }
   // Philox counters are uint32 and the kernels index rows/channels with int.
   TORCH_CHECK(rows <= INT32_MAX && channels <= INT32_MAX && batch <= INT32_MAX,
               "_project_and_sample_cuda: sizes must fit in int32, got ", x.sizes());
@@ -88,6 +103,7 @@ std::tuple<at::Tensor, at::Tensor> project_and_sample_cuda(const at::Tensor& x, 
   p.channels = static_cast<int>(channels);
   p.rank = static_cast<int>(rank);
   p.seed = static_cast<uint64_t>(seed);
+  p.seed_ptr = seed_ptr;
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(rank)));  // float32(1/sqrt(rank)), as philox.py
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -115,6 +131,7 @@ std::tuple<at::Tensor, at::Tensor> project_and_sample_cuda(const at::Tensor& x, 
   s.rank = p.rank;
   s.num_slices = num_slices;
   s.seed = p.seed;
+  s.seed_ptr = seed_ptr;
   select_rows_kernel<<<std::min(p.batch, 65535), kSelectThreads, 0, stream>>>(s);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {xr, idx};

@@ -33,8 +33,8 @@ def _exact_fp32_matmul():
     torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def _cuda_project(x, rank, seed):
-    return torch.ops.stagevar._project_and_sample_cuda(x, rank, seed)
+def _cuda_project(x, rank, seed, seed_tensor=None):
+    return torch.ops.stagevar._project_and_sample_cuda(x, rank, seed, seed_tensor)
 
 
 def _cuda_restore(y, idx, cache, src, dst, mode):
@@ -85,6 +85,28 @@ def test_project_infinity_2b_shape(dtype):
 def test_project_seeds_across_key_words(seed):
     x = torch.randn(2, 90, 33, device=DEV)
     _check_project(x, 17, seed)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", [0, 5, 2**32 + 7, 2**63 - 1])
+def test_project_seed_tensor_replaces_the_int(dtype, seed):
+    # The device seed wins over the int argument (which is deliberately different) and gives the int seed's result.
+    x = torch.randn(2, 130, 72, device=DEV).to(dtype)
+    seed_tensor = torch.tensor([seed], dtype=torch.int64, device=DEV)
+    xr, idx = _cuda_project(x, 21, 999, seed_tensor)
+    want_xr, want_idx = _cuda_project(x, 21, seed)
+    assert torch.equal(idx, want_idx) and torch.equal(xr, want_xr)
+    assert torch.equal(idx, reference.project_and_sample(x, 21, seed)[1])
+
+
+def test_project_seed_tensor_checked():
+    x = torch.randn(1, 10, 4, device=DEV)
+    with pytest.raises(RuntimeError, match="seed_tensor"):
+        _cuda_project(x, 2, 1, torch.tensor([1], dtype=torch.int32, device=DEV))
+    with pytest.raises(RuntimeError, match="seed_tensor"):
+        _cuda_project(x, 2, 1, torch.tensor([1, 2], dtype=torch.int64, device=DEV))
+    with pytest.raises(RuntimeError, match="seed_tensor"):
+        _cuda_project(x, 2, 1, torch.tensor([1], dtype=torch.int64))
 
 
 def test_project_large_m_any_size():
@@ -314,10 +336,42 @@ def test_capturable_in_cuda_graph():
     assert out.shape == (2, 100, 64)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_graph_replay_draws_the_updated_seed_tensor(dtype):
+    # One captured graph serves every generation: overwriting the seed tensor between replays changes Q and idx,
+    # and every replay equals the eager call with that seed.
+    x = torch.randn(2, 300, 96, device=DEV).to(dtype)
+    cache = torch.randn(2, 100, 96, device=DEV).to(dtype)
+    seed_tensor = torch.tensor([3], dtype=torch.int64, device=DEV)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up (cuBLAS handles, workspaces) outside the capture
+        xr, idx = _cuda_project(x, 40, 0, seed_tensor)
+        _cuda_restore(xr, idx, cache, (10, 10), (15, 20), "bilinear")
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        xr, idx = _cuda_project(x, 40, 0, seed_tensor)
+        out = _cuda_restore(xr, idx, cache, (10, 10), (15, 20), "bilinear")
+    seen = []
+    for seed in (3, 2**32 + 9, 77):
+        seed_tensor.fill_(seed)
+        graph.replay()
+        torch.cuda.synchronize()
+        want_xr, want_idx = _cuda_project(x, 40, seed)
+        assert torch.equal(idx, want_idx) and torch.equal(xr, want_xr)
+        assert torch.equal(idx, reference.project_and_sample(x, 40, seed)[1])
+        torch.testing.assert_close(out, _cuda_restore(want_xr, want_idx, cache, (10, 10), (15, 20), "bilinear"))
+        seen.append(idx.clone())
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+
+
 def test_opcheck_private_ops():
     utils = ("test_schema", "test_faketensor")
     x = torch.randn(2, 30, 8, device=DEV).transpose(1, 2).contiguous().transpose(1, 2)
-    torch.library.opcheck(torch.ops.stagevar._project_and_sample_cuda.default, (x, 5, 3), test_utils=utils)
+    torch.library.opcheck(torch.ops.stagevar._project_and_sample_cuda.default, (x, 5, 3, None), test_utils=utils)
+    seed_tensor = torch.tensor([3], dtype=torch.int64, device=DEV)
+    torch.library.opcheck(torch.ops.stagevar._project_and_sample_cuda.default, (x, 5, 0, seed_tensor), test_utils=utils)
     y = torch.randn(2, 5, 8, device=DEV)
     idx = torch.stack([torch.randperm(12)[:5] for _ in range(2)]).to(DEV)
     cache = torch.randn(2, 6, 8, device=DEV)

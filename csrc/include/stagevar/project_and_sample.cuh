@@ -53,6 +53,7 @@ struct ProjectParams {
   float* partial;    // (B, ceil(D / channel tile), M) fp32 partial squared norms
   int batch, rows, channels, rank;
   uint64_t seed;
+  const int64_t* seed_ptr;  // device seed (one int64) or nullptr: see resolve_seed
   float scale;       // float32(1 / sqrt(rank))
 };
 
@@ -62,6 +63,7 @@ struct SelectParams {
   int64_t* idx;          // (B, rank) output
   int batch, rows, rank, num_slices;
   uint64_t seed;
+  const int64_t* seed_ptr;  // device seed (one int64) or nullptr: see resolve_seed
 };
 
 // Slices of the partial-norm workspace (= gridDim.x of the projection kernel) for the chosen kernel.
@@ -154,6 +156,7 @@ __global__ void __launch_bounds__(kProjThreadsSimt) project_simt_kernel(ProjectP
   __shared__ float x_tile[TK][kProjTileDSimt + 4];
   const int d0 = blockIdx.x * kProjTileDSimt;
   const int j0 = blockIdx.y * kProjTileR;
+  const uint64_t seed = resolve_seed(p.seed, p.seed_ptr);
   const int tx = threadIdx.x % 16;  // channel lane: d = d0 + tx + 16 * c
   const int ty = threadIdx.x / 16;  // rank lane:    j = j0 + ty + 16 * r
   for (int b = blockIdx.z; b < p.batch; b += gridDim.z) {
@@ -168,7 +171,7 @@ __global__ void __launch_bounds__(kProjThreadsSimt) project_simt_kernel(ProjectP
         const int i = i0 + kk;
         const int j = j0 + 4 * g;
         float n[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (i < p.rows && j < p.rank) projection_normals4(p.seed, i, j / 4, b, n);
+        if (i < p.rows && j < p.rank) projection_normals4(seed, i, j / 4, b, n);
 #pragma unroll
         for (int q = 0; q < 4; ++q) n_tile[kk][4 * g + q] = (j + q < p.rank) ? n[q] : 0.0f;
       }
@@ -228,6 +231,7 @@ __global__ void __launch_bounds__(kProjThreadsMma) project_mma_kernel(ProjectPar
   const int lane = threadIdx.x % 32;
   const int wm = warp / kWarpsD;  // rows [32 wm, 32 wm + 32) of the tile
   const int wn = warp % kWarpsD;  // cols [32 wn, 32 wn + 32)
+  const uint64_t seed = resolve_seed(p.seed, p.seed_ptr);
   for (int b = blockIdx.z; b < p.batch; b += gridDim.z) {
     const T* xb = static_cast<const T*>(p.x) + b * p.x_stride_b;
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
@@ -244,7 +248,7 @@ __global__ void __launch_bounds__(kProjThreadsMma) project_mma_kernel(ProjectPar
         const int i = i0 + kk;
         const int j = j0 + 4 * g;
         float n[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        if (i < p.rows && j < p.rank) projection_normals4(p.seed, i, j / 4, b, n);
+        if (i < p.rows && j < p.rank) projection_normals4(seed, i, j / 4, b, n);
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
           const float v = (j + q < p.rank) ? n[q] : 0.0f;
@@ -332,6 +336,7 @@ __global__ void __launch_bounds__(kSelectThreads) select_rows_kernel(SelectParam
   __shared__ int warp_sums[kSelectThreads / 32];
   __shared__ uint32_t s_prefix;
   __shared__ int s_need;
+  const uint64_t seed = resolve_seed(p.seed, p.seed_ptr);
   for (int b = blockIdx.x; b < p.batch; b += gridDim.x) {
     uint32_t* keys = p.keys + static_cast<int64_t>(b) * p.rows;
     // 1. keys: sum the partial norms in slice order (deterministic), add the Gumbel draw.
@@ -339,7 +344,7 @@ __global__ void __launch_bounds__(kSelectThreads) select_rows_kernel(SelectParam
       const float* part = p.partial + static_cast<int64_t>(b) * p.num_slices * p.rows + i;
       float w = 0.0f;
       for (int s = 0; s < p.num_slices; ++s) w = __fadd_rn(w, part[static_cast<int64_t>(s) * p.rows]);
-      keys[i] = orderable_key_bits(sampling_key(w, gumbel_noise(p.seed, i, b)));
+      keys[i] = orderable_key_bits(sampling_key(w, gumbel_noise(seed, i, b)));
     }
     // 2. MSB radix select of the rank-th largest key (need: how many of the keys equal to it are taken).
     uint32_t prefix = 0, mask = 0;
