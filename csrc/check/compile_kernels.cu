@@ -3,17 +3,19 @@
 // Built by scripts/check_cuda_headers.sh (with torch's __CUDA_NO_HALF_* defines, as an extension build has).
 #include "stagevar/philox.cuh"
 #include "stagevar/project_and_sample.cuh"
+#include "stagevar/project_prepare.cuh"
+#include "stagevar/select_rows.cuh"
 #include "stagevar/restore_merge.cuh"
 
 namespace stagevar {
 
 // Explicit instantiations: every dtype x every kernel (x every vector width for restore_merge).
-// project_simt_kernel: every dtype (fp32 path and the pre-sm_80 fallback); project_mma_kernel: 16-bit dtypes.
-template __global__ void project_simt_kernel<float>(ProjectParams);
-template __global__ void project_simt_kernel<__half>(ProjectParams);
-template __global__ void project_simt_kernel<__nv_bfloat16>(ProjectParams);
-template __global__ void project_mma_kernel<__half>(ProjectParams);
-template __global__ void project_mma_kernel<__nv_bfloat16>(ProjectParams);
+template __global__ void project_prepare_kernel<float>(PrepareParams);
+template __global__ void project_prepare_kernel<__half>(PrepareParams);
+template __global__ void project_prepare_kernel<__nv_bfloat16>(PrepareParams);
+template __global__ void select_cast_kernel<float>(SelectParams, CastParams);
+template __global__ void select_cast_kernel<__half>(SelectParams, CastParams);
+template __global__ void select_cast_kernel<__nv_bfloat16>(SelectParams, CastParams);
 
 #define STAGEVAR_INSTANTIATE_RESTORE(T, VEC) \
   template __global__ void restore_merge_kernel<T, VEC>(RestoreParams, RestoreMode);
@@ -24,12 +26,6 @@ STAGEVAR_INSTANTIATE_RESTORE(__half, 1)
 STAGEVAR_INSTANTIATE_RESTORE(__half, 8)
 STAGEVAR_INSTANTIATE_RESTORE(__nv_bfloat16, 1)
 STAGEVAR_INSTANTIATE_RESTORE(__nv_bfloat16, 8)
-
-// A host function that takes the kernels' addresses, so the non-template kernels are emitted too.
-void* kernel_addresses[] = {
-    reinterpret_cast<void*>(&select_rows_kernel),
-    reinterpret_cast<void*>(&restore_scatter_kernel),
-};
 
 // Host-side Philox: the same function compiles for host and device (used by the self-check below).
 static_assert(sizeof(PhiloxOut) == 16, "PhiloxOut layout");

@@ -1,0 +1,158 @@
+// Row selection of project_and_sample: from the order-preserving uint32 keys (B, M) to the sorted idx (B, r).
+//
+// The r chosen rows are the r largest keys in the total order (key descending, index ascending) of
+// stagevar_kernels.philox.orderable_keys. One CTA per batch item (kSelectThreads threads, any M):
+//  1. MSB radix select, 4 passes of 8-bit digits: a shared-memory histogram of the keys that match the prefix
+//     found so far, then ONE warp finds the digit holding the need-th largest key (each lane owns 8 digits, a
+//     warp inclusive scan over the lanes, a ballot picks the lane where the count crosses `need`, that lane walks
+//     its 8 digits). Result: the r-th largest key K and `need`, how many of the keys equal to K are taken.
+//  2. Compaction in index order: thread t owns the contiguous run of rows [t * run, (t + 1) * run); a block
+//     exclusive scan of the per-thread counts of keys == K gives each thread how many equal keys lie below its run
+//     (the lowest-index equal keys win); a second scan of the per-thread counts of taken rows gives each thread
+//     its output offset; each thread then writes its taken rows in ascending order. idx comes out sorted with no
+//     sort, in 2 scans, whatever M.
+// Keys are cached in shared memory when M <= kSelectCacheKeys (every Infinity/STAR scale: 64x64 = 4096 rows),
+// else read from global memory (L2-resident, 4 bytes per row) in every pass.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace stagevar {
+
+constexpr int kSelectThreads = 512;
+constexpr int kSelectWarps = kSelectThreads / 32;
+constexpr int kSelectCacheKeys = 4096;
+
+struct SelectParams {
+  const uint32_t* keys;  // (B, M) contiguous orderable key bits
+  int64_t* idx;          // (B, rank) contiguous output
+  int batch, rows, rank;
+};
+
+struct SelectShared {
+  uint32_t cache[kSelectCacheKeys];
+  int hist[256];
+  int warp_sums[kSelectWarps];
+  uint32_t prefix;
+  int need;
+};
+
+namespace detail {
+
+// Exclusive prefix sum of `v` over the threads of the block in thread order, plus the block total.
+__device__ __forceinline__ int block_exclusive_sum(int v, int* warp_sums, int& total) {
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  int incl = v;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const int t = __shfl_up_sync(0xFFFFFFFFu, incl, off);
+    if (lane >= off) incl += t;
+  }
+  if (lane == 31) warp_sums[warp] = incl;
+  __syncthreads();
+  int before = 0;
+  total = 0;
+#pragma unroll
+  for (int w = 0; w < kSelectWarps; ++w) {
+    const int s = warp_sums[w];
+    before += (w < warp) ? s : 0;
+    total += s;
+  }
+  __syncthreads();  // warp_sums is reused by the next call
+  return before + incl - v;
+}
+
+// Warp 0: the digit d of the need-th largest key among the histogram's bins (bins above d hold < need keys,
+// bins from d up hold >= need), written to sm.prefix / sm.need. The other warps return at once.
+__device__ __forceinline__ void pick_digit(SelectShared& sm, uint32_t prefix, int shift, int need) {
+  if (threadIdx.x >= 32) return;
+  const int lane = threadIdx.x;
+  int h[8];
+  int sum = 0;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {  // lane owns digits 255 - 8 lane - k, largest first
+    h[k] = sm.hist[255 - 8 * lane - k];
+    sum += h[k];
+  }
+  int incl = sum;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const int t = __shfl_up_sync(0xFFFFFFFFu, incl, off);
+    if (lane >= off) incl += t;
+  }
+  // The counts never exceed M, and the bins together hold every key matching the prefix (>= need): some lane hits.
+  const unsigned hit = __ballot_sync(0xFFFFFFFFu, incl >= need);
+  if (lane == __ffs(hit) - 1) {
+    int above = incl - sum;
+    int digit = 255 - 8 * lane - 7;
+    bool found = false;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      if (!found && above + h[k] >= need) {
+        digit = 255 - 8 * lane - k;
+        found = true;
+      } else if (!found) {
+        above += h[k];
+      }
+    }
+    sm.prefix = prefix | (static_cast<uint32_t>(digit) << shift);
+    sm.need = need - above;
+  }
+}
+
+}  // namespace detail
+
+// The selection of batch item b by the whole block (every thread must call it).
+__device__ __forceinline__ void select_rows_block(const SelectParams& p, int b, SelectShared& sm) {
+  const uint32_t* gkeys = p.keys + static_cast<int64_t>(b) * p.rows;
+  const bool cached = p.rows <= kSelectCacheKeys;
+  if (cached)
+    for (int i = threadIdx.x; i < p.rows; i += kSelectThreads) sm.cache[i] = gkeys[i];
+  const uint32_t* keys = cached ? sm.cache : gkeys;
+
+  uint32_t prefix = 0, mask = 0;
+  int need = p.rank;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int t = threadIdx.x; t < 256; t += kSelectThreads) sm.hist[t] = 0;
+    __syncthreads();  // also publishes the cached keys
+    for (int i = threadIdx.x; i < p.rows; i += kSelectThreads) {
+      const uint32_t k = keys[i];
+      if ((k & mask) == prefix) atomicAdd(&sm.hist[(k >> shift) & 0xFFu], 1);
+    }
+    __syncthreads();
+    detail::pick_digit(sm, prefix, shift, need);
+    __syncthreads();
+    prefix = sm.prefix;
+    need = sm.need;
+    mask |= 0xFFu << shift;
+  }
+  const uint32_t kth = prefix;  // the r-th largest key; `need` of the keys equal to it are taken
+
+  const int run = (p.rows + kSelectThreads - 1) / kSelectThreads;
+  const int begin = min(static_cast<int>(threadIdx.x) * run, p.rows);
+  const int end = min(begin + run, p.rows);
+  int equal = 0;
+  for (int i = begin; i < end; ++i) equal += keys[i] == kth ? 1 : 0;
+  int total;
+  int equal_below = detail::block_exclusive_sum(equal, sm.warp_sums, total);
+  int taken = 0;
+  for (int i = begin, e = equal_below; i < end; ++i) {
+    const uint32_t k = keys[i];
+    if (k > kth || (k == kth && e++ < need)) ++taken;
+  }
+  int pos = detail::block_exclusive_sum(taken, sm.warp_sums, total);
+  int64_t* idx = p.idx + static_cast<int64_t>(b) * p.rank;
+  for (int i = begin, e = equal_below; i < end; ++i) {
+    const uint32_t k = keys[i];
+    if (k > kth || (k == kth && e++ < need)) {
+      if (pos < p.rank) idx[pos] = i;  // always true (exactly rank rows are taken); keeps stores in bounds
+      ++pos;
+    }
+  }
+  __syncthreads();  // the shared state is reused by the caller's next batch item
+}
+
+}  // namespace stagevar
