@@ -33,11 +33,110 @@ static_assert(sizeof(PhiloxOut) == 16, "PhiloxOut layout");
 }  // namespace stagevar
 
 #ifdef STAGEVAR_CHECK_MAIN
-// Optional host self-check (no GPU needed): nvcc -DSTAGEVAR_CHECK_MAIN ... -o check && ./check prints the words of
-// a few counters, which tests compare with stagevar_kernels.philox.philox4x32.
+// Host self-checks (no GPU needed), compared with the Python contract by tests/stagevar_kernels/
+// test_cuda_headers_compile.py:
+//   check SEED    prints the Philox words of 8 counters (stagevar_kernels.philox.philox4x32).
+//   check split   reads N then N float32 bit patterns from stdin; prints per value the uint16 bits of the fp32-x
+//                 split (hi, lo, fin_hi in bf16) and of the Q split in bf16 (hi, lo) and fp16 (hi, lo).
+//   check select  reads M, r, then M uint32 keys from stdin; prints the r chosen rows, replaying the selection
+//                 kernel's block algorithm serially with its own helpers (digit search per lane, runs, take_row).
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+template <typename G>
+unsigned bits16(G v) {
+  uint16_t b;
+  memcpy(&b, &v, sizeof(b));
+  return b;
+}
+
+int run_split() {
+  int n = 0;
+  if (std::scanf("%d", &n) != 1) return 2;
+  for (int e = 0; e < n; ++e) {
+    unsigned raw = 0;
+    if (std::scanf("%u", &raw) != 1) return 2;
+    float v;
+    const uint32_t raw32 = raw;
+    memcpy(&v, &raw32, sizeof(v));
+    __nv_bfloat16 hi, lo, fin, qhi, qlo;
+    __half hhi, hlo;
+    stagevar::detail::split_value<__nv_bfloat16>(v, hi, lo, fin);
+    stagevar::detail::split_q<__nv_bfloat16>(v, qhi, qlo);
+    stagevar::detail::split_q<__half>(v, hhi, hlo);
+    std::printf("%u %u %u %u %u %u %u\n", bits16(hi), bits16(lo), bits16(fin), bits16(qhi), bits16(qlo), bits16(hhi),
+                bits16(hlo));
+  }
+  return 0;
+}
+
+// The block algorithm of select_rows_block, one "thread" at a time.
+int run_select() {
+  using namespace stagevar;
+  int rows = 0, rank = 0;
+  if (std::scanf("%d %d", &rows, &rank) != 2 || rows < 1 || rank < 1 || rank > rows) return 2;
+  std::vector<uint32_t> keys(rows);
+  for (int i = 0; i < rows; ++i) {
+    unsigned k = 0;
+    if (std::scanf("%u", &k) != 1) return 2;
+    keys[i] = k;
+  }
+  uint32_t prefix = 0, mask = 0;
+  int need = rank;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    int hist[256] = {};
+    for (int i = 0; i < rows; ++i)
+      if ((keys[i] & mask) == prefix) ++hist[(keys[i] >> shift) & 0xFFu];
+    int incl = 0, lane = 0;
+    int h[8];
+    for (; lane < 32; ++lane) {  // the warp scan and ballot: the first lane whose running count reaches need
+      int sum = 0;
+      for (int k = 0; k < 8; ++k) sum += (h[k] = hist[detail::lane_digit(lane, k)]);
+      incl += sum;
+      if (incl >= need) {
+        int need_left;
+        const int digit = detail::lane_pick_digit(h, lane, incl - sum, need, need_left);
+        prefix |= static_cast<uint32_t>(digit) << shift;
+        need = need_left;
+        break;
+      }
+    }
+    if (lane == 32) return 3;  // cannot happen: the bins hold >= need keys
+    mask |= 0xFFu << shift;
+  }
+  const int run = detail::select_run(rows);
+  std::vector<int> equal_below(kSelectThreads), pos(kSelectThreads);
+  int equal_total = 0, taken_total = 0;
+  for (int t = 0; t < kSelectThreads; ++t) {  // first exclusive scan: keys equal to kth below each run
+    equal_below[t] = equal_total;
+    for (int i = std::min(t * run, rows); i < std::min(t * run + run, rows); ++i) equal_total += keys[i] == prefix;
+  }
+  for (int t = 0; t < kSelectThreads; ++t) {  // second scan: output offsets
+    pos[t] = taken_total;
+    int e = equal_below[t];
+    for (int i = std::min(t * run, rows); i < std::min(t * run + run, rows); ++i)
+      taken_total += detail::take_row(keys[i], prefix, need, e);
+  }
+  if (taken_total != rank) return 4;
+  std::vector<long long> idx(rank, -1);
+  for (int t = 0; t < kSelectThreads; ++t) {
+    int e = equal_below[t], q = pos[t];
+    for (int i = std::min(t * run, rows); i < std::min(t * run + run, rows); ++i)
+      if (detail::take_row(keys[i], prefix, need, e)) idx[q++] = i;
+  }
+  for (int j = 0; j < rank; ++j) std::printf(j + 1 < rank ? "%lld " : "%lld\n", idx[j]);
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "split") == 0) return run_split();
+  if (argc > 1 && std::strcmp(argv[1], "select") == 0) return run_select();
   const unsigned long long seed = argc > 1 ? strtoull(argv[1], nullptr, 10) : 0ull;
   for (unsigned i = 0; i < 8; ++i) {
     const stagevar::PhiloxOut w = stagevar::philox4x32_10(seed, i * 7u + 3u, (i * 13u) ^ 0xF0F0F0F0u, i + 5u, 1u);

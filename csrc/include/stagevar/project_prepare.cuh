@@ -79,27 +79,39 @@ __host__ __device__ inline int64_t prepare_x_blocks(int batch, int rows) {
 
 namespace detail {
 
-__device__ __forceinline__ bool finite_f(float v) { return isfinite(v); }
+// Host and device: the splits below are checked bit for bit on the CPU (csrc/check/compile_kernels.cu).
+__host__ __device__ __forceinline__ bool finite_f(float v) {
+  uint32_t bits;
+  memcpy(&bits, &v, sizeof(bits));
+  return (bits & 0x7F800000u) != 0x7F800000u;
+}
 
 template <typename G>
-__device__ __forceinline__ G from_float_rz(float v);
+__host__ __device__ __forceinline__ G from_float_rz(float v);
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_float_rz<__nv_bfloat16>(float v) {
+__host__ __device__ __forceinline__ __nv_bfloat16 from_float_rz<__nv_bfloat16>(float v) {
   return __float2bfloat16_rz(v);
 }
 template <>
-__device__ __forceinline__ __half from_float_rz<__half>(float v) {
+__host__ __device__ __forceinline__ __half from_float_rz<__half>(float v) {
   return __float2half_rz(v);
+}
+
+// An entry v = float32(n * s) of Q split into G values hi + lo (Q is finite: |n| < 6, s <= 1).
+template <typename G>
+__host__ __device__ __forceinline__ void split_q(float v, G& hi, G& lo) {
+  hi = from_float<G>(v);
+  lo = from_float<G>(v - to_float(hi));  // the difference is exact in fp32
 }
 
 // v split into G values hi + lo (see the file comment); fin_hi is hi where v is finite, else 0.
 template <typename G>
-__device__ __forceinline__ void split_value(float v, G& hi, G& lo, G& fin_hi) {
+__host__ __device__ __forceinline__ void split_value(float v, G& hi, G& lo, G& fin_hi) {
   const bool fin = finite_f(v);
   G h = from_float<G>(v);
   if (fin && !finite_f(to_float(h))) h = from_float_rz<G>(v);  // rounding overflowed: truncation never does
   hi = h;
-  lo = from_float<G>(fin ? __fsub_rn(v, to_float(h)) : 0.0f);
+  lo = from_float<G>(fin ? v - to_float(h) : 0.0f);  // exact difference: no contraction can change it
   fin_hi = fin ? h : from_float<G>(0.0f);
 }
 
@@ -157,9 +169,8 @@ __device__ __forceinline__ void prepare_q(const PrepareParams& p, uint64_t seed,
   for (int q = 0; q < 4; ++q) {
     const int j = 4 * g + q;
     if (j >= p.rank) break;
-    const float v = __fmul_rn(n[q], p.scale);
-    const G hi = from_float<G>(v);
-    const G lo = from_float<G>(__fsub_rn(v, to_float(hi)));
+    G hi, lo;
+    split_q<G>(__fmul_rn(n[q], p.scale), hi, lo);
     G* row = a + static_cast<int64_t>(j) * p.lda + i;
     row[0] = hi;
     if constexpr (kTerms == 3) {

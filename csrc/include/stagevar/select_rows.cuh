@@ -65,16 +65,52 @@ __device__ __forceinline__ int block_exclusive_sum(int v, int* warp_sums, int& t
   return before + incl - v;
 }
 
-// Warp 0: the digit d of the need-th largest key among the histogram's bins (bins above d hold < need keys,
-// bins from d up hold >= need), written to sm.prefix / sm.need. The other warps return at once.
+// The steps of the selection shared by the kernel and its host check (csrc/check/compile_kernels.cu), which
+// replays the block algorithm serially with them.
+// Digit search: lane `lane` owns the 8 digits 255 - 8 lane - k (k = 0..7, largest first).
+__host__ __device__ __forceinline__ int lane_digit(int lane, int k) { return 255 - 8 * lane - k; }
+
+// The lane where the running count crosses `need` walks its digits: `above` counts the keys in the bins of the
+// lanes before it. Returns the digit holding the need-th largest key; need_left = need - keys in higher bins.
+__host__ __device__ __forceinline__ int lane_pick_digit(const int (&h)[8], int lane, int above, int need,
+                                                        int& need_left) {
+  int digit = lane_digit(lane, 7);
+  bool found = false;
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    if (!found && above + h[k] >= need) {
+      digit = lane_digit(lane, k);
+      found = true;
+    } else if (!found) {
+      above += h[k];
+    }
+  }
+  need_left = need - above;
+  return digit;
+}
+
+// Compaction: the rows of thread t are [t * run, min((t + 1) * run, rows)).
+__host__ __device__ __forceinline__ int select_run(int rows) { return (rows + kSelectThreads - 1) / kSelectThreads; }
+
+// Whether a row with key k is taken, given kth (the rank-th largest key), need (how many keys equal to kth are
+// taken) and equal_seen (keys equal to kth at lower indices; advanced here).
+__host__ __device__ __forceinline__ bool take_row(uint32_t k, uint32_t kth, int need, int& equal_seen) {
+  if (k > kth) return true;
+  if (k != kth) return false;
+  return equal_seen++ < need;
+}
+
+// Warp 0: the digit of the need-th largest key among the histogram's bins, written to sm.prefix / sm.need:
+// per-lane sums of 8 bins, a warp inclusive scan, a ballot for the first lane whose running count reaches need,
+// which walks its 8 bins. The other warps return at once.
 __device__ __forceinline__ void pick_digit(SelectShared& sm, uint32_t prefix, int shift, int need) {
   if (threadIdx.x >= 32) return;
   const int lane = threadIdx.x;
   int h[8];
   int sum = 0;
 #pragma unroll
-  for (int k = 0; k < 8; ++k) {  // lane owns digits 255 - 8 lane - k, largest first
-    h[k] = sm.hist[255 - 8 * lane - k];
+  for (int k = 0; k < 8; ++k) {
+    h[k] = sm.hist[lane_digit(lane, k)];
     sum += h[k];
   }
   int incl = sum;
@@ -83,23 +119,13 @@ __device__ __forceinline__ void pick_digit(SelectShared& sm, uint32_t prefix, in
     const int t = __shfl_up_sync(0xFFFFFFFFu, incl, off);
     if (lane >= off) incl += t;
   }
-  // The counts never exceed M, and the bins together hold every key matching the prefix (>= need): some lane hits.
+  // The bins together hold every key matching the prefix (>= need), so some lane reaches need.
   const unsigned hit = __ballot_sync(0xFFFFFFFFu, incl >= need);
   if (lane == __ffs(hit) - 1) {
-    int above = incl - sum;
-    int digit = 255 - 8 * lane - 7;
-    bool found = false;
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      if (!found && above + h[k] >= need) {
-        digit = 255 - 8 * lane - k;
-        found = true;
-      } else if (!found) {
-        above += h[k];
-      }
-    }
+    int need_left;
+    const int digit = lane_pick_digit(h, lane, incl - sum, need, need_left);
     sm.prefix = prefix | (static_cast<uint32_t>(digit) << shift);
-    sm.need = need - above;
+    sm.need = need_left;
   }
 }
 
@@ -131,23 +157,19 @@ __device__ __forceinline__ void select_rows_block(const SelectParams& p, int b, 
   }
   const uint32_t kth = prefix;  // the r-th largest key; `need` of the keys equal to it are taken
 
-  const int run = (p.rows + kSelectThreads - 1) / kSelectThreads;
+  const int run = detail::select_run(p.rows);
   const int begin = min(static_cast<int>(threadIdx.x) * run, p.rows);
   const int end = min(begin + run, p.rows);
   int equal = 0;
   for (int i = begin; i < end; ++i) equal += keys[i] == kth ? 1 : 0;
   int total;
-  int equal_below = detail::block_exclusive_sum(equal, sm.warp_sums, total);
+  const int equal_below = detail::block_exclusive_sum(equal, sm.warp_sums, total);
   int taken = 0;
-  for (int i = begin, e = equal_below; i < end; ++i) {
-    const uint32_t k = keys[i];
-    if (k > kth || (k == kth && e++ < need)) ++taken;
-  }
+  for (int i = begin, e = equal_below; i < end; ++i) taken += detail::take_row(keys[i], kth, need, e) ? 1 : 0;
   int pos = detail::block_exclusive_sum(taken, sm.warp_sums, total);
   int64_t* idx = p.idx + static_cast<int64_t>(b) * p.rank;
   for (int i = begin, e = equal_below; i < end; ++i) {
-    const uint32_t k = keys[i];
-    if (k > kth || (k == kth && e++ < need)) {
+    if (detail::take_row(keys[i], kth, need, e)) {
       if (pos < p.rank) idx[pos] = i;  // always true (exactly rank rows are taken); keeps stores in bounds
       ++pos;
     }
