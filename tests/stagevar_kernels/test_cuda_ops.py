@@ -110,10 +110,11 @@ def test_project_seed_tensor_checked():
 
 
 def test_project_large_m_any_size():
-    # The row selection streams keys from global memory: no shared-memory bound on M.
-    x = torch.randn(2, 40000, 3, device=DEV)
-    _check_project(x, 5000, seed=5)
-    _check_project(x, 40000, seed=6)  # rank == M takes every row
+    # M above the selection's shared-memory key cache (4096): keys are streamed from global memory. (Q is
+    # materialised, r x 3M x 2 bytes for fp32 x, so the sizes stay moderate.)
+    x = torch.randn(2, 9000, 3, device=DEV)
+    _check_project(x, 2000, seed=5)
+    _check_project(x[:, :6000], 6000, seed=6)  # rank == M takes every row
 
 
 def test_project_zero_and_non_finite_rows_drawn_last_lowest_first():
@@ -138,6 +139,8 @@ def test_project_non_finite_inputs_give_the_reference_xr(dtype):
     x[1, 12, 6] = float("inf")  # two infinities in one channel: +-inf or NaN per output row, as the reference
     x[1, 20, 7] = float("nan")
     x[0, 30] = float("inf")  # a whole row
+    if dtype == torch.float32:
+        x[1, 40, 1] = 3.4e38  # finite, but its bf16 rounding overflows: the split truncates instead
     xr, idx = _cuda_project(x, 24, seed=17)
     want = reference.project_and_sample(x.float(), 24, 17)[0]
     torch.testing.assert_close(xr.float(), want, equal_nan=True, **tolerance(dtype))
