@@ -359,10 +359,10 @@ def test_capturable_in_cuda_graph():
     # No host synchronisation: both ops can be captured and replayed.
     x = torch.randn(2, 100, 64, device=DEV, dtype=torch.bfloat16)
     cache = torch.randn(2, 25, 64, device=DEV, dtype=torch.bfloat16)
-    _cuda_project(x, 20, 4)  # warm up outside the capture
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
+    with torch.cuda.stream(stream):  # warm up (cuBLAS handle and workspace) on a side stream, outside the capture
+        _cuda_project(x, 20, 4)
         _cuda_restore(x[:, :20], torch.zeros(2, 20, dtype=torch.int64, device=DEV), cache, (5, 5), (10, 10), "area")
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
