@@ -37,7 +37,7 @@ static_assert(sizeof(PhiloxOut) == 16, "PhiloxOut layout");
 // test_cuda_headers_compile.py:
 //   check SEED    prints the Philox words of 8 counters (stagevar_kernels.philox.philox4x32).
 //   check split   reads N then N float32 bit patterns from stdin; prints per value the uint16 bits of the fp32-x
-//                 split (hi, lo, fin_hi in bf16) and of the Q split in bf16 (hi, lo) and fp16 (hi, lo).
+//                 split (x0, x1, x2, fin(x0) in bf16) and of the Q split in bf16 (q0, q1, q2) and fp16 (q0, q1).
 //   check select  reads M, r, then M uint32 keys from stdin; prints the r chosen rows, replaying the selection
 //                 kernel's block algorithm serially with its own helpers (digit search per lane, runs, take_row).
 #include <cstdio>
@@ -63,13 +63,13 @@ int run_split() {
     float v;
     const uint32_t raw32 = raw;
     memcpy(&v, &raw32, sizeof(v));
-    __nv_bfloat16 hi, lo, fin, qhi, qlo;
-    __half hhi, hlo;
-    stagevar::detail::split_value<__nv_bfloat16>(v, hi, lo, fin);
-    stagevar::detail::split_q<__nv_bfloat16>(v, qhi, qlo);
-    stagevar::detail::split_q<__half>(v, hhi, hlo);
-    std::printf("%u %u %u %u %u %u %u\n", bits16(hi), bits16(lo), bits16(fin), bits16(qhi), bits16(qlo), bits16(hhi),
-                bits16(hlo));
+    __nv_bfloat16 x0, x1, x2, fin0, q0, q1, q2;
+    __half h0, h1, h2;
+    stagevar::detail::split_x<__nv_bfloat16>(v, x0, x1, x2, fin0);
+    stagevar::detail::split_q<__nv_bfloat16>(v, q0, q1, q2);
+    stagevar::detail::split_q<__half>(v, h0, h1, h2);
+    std::printf("%u %u %u %u %u %u %u %u %u\n", bits16(x0), bits16(x1), bits16(x2), bits16(fin0), bits16(q0),
+                bits16(q1), bits16(q2), bits16(h0), bits16(h1));
   }
   return 0;
 }

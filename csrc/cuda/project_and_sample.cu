@@ -107,8 +107,8 @@ std::tuple<at::Tensor, at::Tensor> project_and_sample_cuda(const at::Tensor& x, 
   TORCH_CHECK(1 <= rank && rank <= rows, "_project_and_sample_cuda: rank must satisfy 1 <= rank <= M = ", rows,
               ", got ", rank);
   TORCH_CHECK(seed >= 0, "_project_and_sample_cuda: seed must lie in [0, 2**63), got ", seed);
-  // Philox counters are uint32; the kernels index rows, channels and the stacked K axis (3 M) with int.
-  TORCH_CHECK(3 * rows + 8 <= INT32_MAX && channels + 8 <= INT32_MAX && batch <= INT32_MAX,
+  // Philox counters are uint32; the kernels index rows, channels and the stacked K axis (up to 6 M) with int.
+  TORCH_CHECK(6 * rows + 8 <= INT32_MAX && channels + 8 <= INT32_MAX && batch <= INT32_MAX,
               "_project_and_sample_cuda: sizes must fit in int32, got ", x.sizes());
   const int64_t* seed_ptr = nullptr;
   if (seed_tensor.has_value()) {

@@ -83,29 +83,32 @@ def test_operand_splits_match_round_to_nearest(host_check):
     v = torch.cat([q, torch.randn(300, generator=gen) * 1e3, _f32(special)])
     got = torch.tensor(_run(binary, "split", [v.numel(), *_bits32(v).tolist()]), dtype=torch.int64)
     finite = torch.isfinite(v)
-    # fp32 x: hi = bf16 round-to-nearest-even, or toward zero where that overflows; lo = bf16(v - hi); fin_hi.
-    hi = v.to(torch.bfloat16)
-    overflow = finite & torch.isinf(hi.float())
+    # fp32 x: x0 = bf16 round-to-nearest-even, or toward zero where that overflows; x1 = bf16(x - x0),
+    # x2 = bf16(x - x0 - x1) (0 for non-finite x); fin(x0).
+    x0 = v.to(torch.bfloat16)
+    overflow = finite & torch.isinf(x0.float())
     truncated = _bits32(v) & 0xFFFF0000
     truncated = torch.where(truncated >= 2**31, truncated - 2**32, truncated).to(torch.int32)
-    hi_rz = truncated.view(torch.float32).to(torch.bfloat16)  # round toward zero: the conversion is exact
-    hi = torch.where(overflow, hi_rz, hi)
-    lo = torch.where(finite, v - hi.float(), torch.zeros_like(v)).to(torch.bfloat16)
-    fin = torch.where(finite, hi.float(), torch.zeros_like(v)).to(torch.bfloat16)
+    x0 = torch.where(overflow, truncated.view(torch.float32).to(torch.bfloat16), x0)  # truncation is exact
+    r1 = torch.where(finite, v - x0.float(), torch.zeros_like(v))
+    x1 = r1.to(torch.bfloat16)
+    x2 = (r1 - x1.float()).to(torch.bfloat16)
+    fin0 = torch.where(finite, x0.float(), torch.zeros_like(v)).to(torch.bfloat16)
     assert overflow.sum() >= 2  # 3.4028235e38 and its negative
     nan = torch.isnan(v)
-    assert torch.equal(got[~nan, 0], _bits16(hi)[~nan])
+    assert torch.equal(got[~nan, 0], _bits16(x0)[~nan])
     assert ((got[nan, 0] & 0x7FFF) > 0x7F80).all()  # a bf16 NaN (payload bits differ between libraries)
-    assert torch.equal(got[:, 1], _bits16(lo))
-    assert torch.equal(got[:, 2], _bits16(fin))
-    # Q (always finite): hi = G(v), lo = G(v - hi) in bf16 and fp16.
-    for col, dtype in ((3, torch.bfloat16), (5, torch.float16)):
-        qv = v[finite & (v.abs() < 6e4)]
-        qhi = qv.to(dtype)
-        qlo = (qv - qhi.float()).to(dtype)
-        rows = got[finite & (v.abs() < 6e4)]
-        assert torch.equal(rows[:, col], _bits16(qhi)), dtype
-        assert torch.equal(rows[:, col + 1], _bits16(qlo)), dtype
+    for col, want in ((1, x1), (2, x2), (3, fin0)):
+        assert torch.equal(got[:, col], _bits16(want)), col
+    # Q (always finite): q0 = G(v), q1 = G(v - q0), q2 = G(v - q0 - q1); three-way in bf16, two-way in fp16.
+    qmask = finite & (v.abs() < 6e4)
+    qv, rows = v[qmask], got[qmask]
+    for first, count, dtype in ((4, 3, torch.bfloat16), (7, 2, torch.float16)):
+        rest = qv
+        for k in range(count):
+            part = rest.to(dtype)
+            assert torch.equal(rows[:, first + k], _bits16(part)), (dtype, k)
+            rest = rest - part.float()
 
 
 def _orderable_u32(keys):

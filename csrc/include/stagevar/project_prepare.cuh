@@ -1,25 +1,26 @@
 // First launch of project_and_sample: everything the GEMM and the row selection need, in one pass over x and Q.
 //
 // xr[b] = Q_b^T x[b] runs as ONE tensor-core GEMM with an fp32 result (cuBLAS, called by the launcher) on split
-// operands that carry ~fp32 accuracy through 16-bit multipliers. Along the reduction axis K the operands are
+// operands that carry fp32 accuracy through 16-bit multipliers. Along the reduction axis K the operands are
 // stacked in `terms` blocks of M rows:
-//   16-bit x (G = x's dtype, terms = 2):   A = [Q_hi | Q_lo],          X = [x ; fin(x)]
-//   fp32 x   (G = bfloat16, terms = 3):    A = [Q_hi | Q_hi | Q_lo],   X = [x_hi ; x_lo ; fin(x_hi)]
-// with Q = float32(n * s) (n the contract's standard normals, s = float32(1/sqrt(r))), hi = G(v) rounded to
-// nearest, lo = G(v - hi) (exact difference, then rounded), fin(v) = v where finite else 0. The products of
-// 16-bit values are exact in fp32, so the error is that of the split: Q to ~2^-17 relative (bf16) / 2^-22 (fp16),
-// fp32 x to ~2^-16 (the dropped Q_lo x_lo term). Emulated in torch at the Infinity-2B 40x40, 48x48 and 64x64
-// token counts (D=2048, N(0,1) x; tests/stagevar_kernels/test_cuda_split_numerics.py): 16-bit x gives 99.6-99.8%
-// of xr identical to the fp32 reference rounded to x.dtype (a single bf16 Q gave a median relative error of
-// 2.3e-3 instead of the reference's 1.4e-3); fp32 x gives a median relative error of 4.4e-6, max abs 5e-5 on
-// entries of rms 2.4. Workspace (16-bit values): A is B x r x terms*M, X is B x terms*M x D: 1.8 MB + 13 MB in
-// bf16 at 40x40 (B=1, r=282, D=2048), 2.7 MB + 20 MB for fp32 x; both stay in the 50 MB L2 for the GEMM. Three
-// K blocks of bf16 cost 1.5x the two of 16-bit x; a plain fp32 GEMM would run on the CUDA cores (67 against 990
-// dense TFLOP/s on an H100 SXM: ~5x slower even against the three blocks) and TF32 keeps a 10-bit mantissa
-// (~1e-3 relative error). The lo terms multiply only finite
-// values: an inf in x then meets Q_hi alone, whose sign is Q's, so the result is the reference's +-inf (or NaN
-// where the reference sums opposite infinities) instead of the NaN that inf * (hi + lo) with lo of the other sign
-// (or lo == 0) would give. A finite fp32 x whose bf16 rounding overflows is rounded toward zero instead.
+//   16-bit x (G = x's dtype, terms = 2): A = [Q0 | Q1],                    X = [x ; fin(x)]
+//   fp32 x   (G = bfloat16, terms = 6):  A = [Q0 | Q0 | Q1 | Q0 | Q1 | Q2], X = [x0 ; x1 ; fin(x0) ; x2 ; x1 ; fin(x0)]
+// with Q = float32(n * s) (n the contract's standard normals, s = float32(1/sqrt(r))), v0 = G(v) rounded to
+// nearest, v1 = G(v - v0), v2 = G(v - v0 - v1) (the differences are exact in fp32), fin(v) = v where finite else
+// 0. The products of 16-bit values are exact in fp32. 16-bit x: Q0 + Q1 carries Q to ~2^-17 relative (bf16) /
+// 2^-22 (fp16), x is exact. fp32 x: the six products are every Qi xj with i + j <= 2 of three-way bf16 splits
+// (~24 bits each), so only terms of relative size ~2^-27 are dropped: fp32 accuracy (two-way splits, 3 terms,
+// leave ~2^-17, above the contract's 2^-20 |Q|^T|x| bound at small M). Emulated in torch at the Infinity-2B 40x40,
+// 48x48 and 64x64 token counts (D=2048, N(0,1) x; tests/stagevar_kernels/test_cuda_split_numerics.py): 16-bit x
+// gives 99.6-99.8% of xr identical to the fp32 reference rounded to x.dtype (a single bf16 Q gave a median
+// relative error of 2.3e-3 instead of the reference's 1.4e-3). Workspace (16-bit values): A is B x r x terms*M,
+// X is B x terms*M x D: 1.8 MB + 13 MB in bf16 at 40x40 (B=1, r=282, D=2048), 5.4 MB + 39 MB for fp32 x; the
+// GEMM then does 3x the bf16 work, the cost of 3xTF32 (TF32 runs at half the bf16 rate on fp32 operands) with
+// better accuracy and no global TF32 switch; a plain fp32 GEMM would run on the CUDA cores (67 against 990 dense
+// TFLOP/s on an H100 SXM, ~5x slower still). Infinity: only fin(.) copies meet Q1, Q2 and x1, x2 are 0 for a
+// non-finite x, so an inf meets Q0 alone, whose sign is Q's: the result is the reference's +-inf (or NaN where the
+// reference sums opposite infinities) instead of the NaN that inf * (Q0 + Q1) gives when Q1 has the other sign
+// (or is 0). A finite fp32 x whose bf16 rounding overflows is rounded toward zero instead.
 //
 // Blocks [0, q_blocks) generate A: one Philox call (4 normals) per thread, threads of a warp on consecutive i,
 // so every store of a warp is a contiguous run of a row of A. Blocks [q_blocks, ...) run the x pass: one warp
@@ -53,7 +54,7 @@ struct SplitOperand {
 template <>
 struct SplitOperand<float> {
   using type = __nv_bfloat16;
-  static constexpr int kTerms = 3;
+  static constexpr int kTerms = 6;
 };
 
 struct PrepareParams {
@@ -104,22 +105,27 @@ __host__ __device__ __forceinline__ __half from_float_rz<__half>(float v) {
   return __float2half_rz(v);
 }
 
-// An entry v = float32(n * s) of Q split into G values hi + lo (Q is finite: |n| < 6, s <= 1).
+// An entry v = float32(n * s) of Q split into G values (Q is finite: |n| < 6, s <= 1): two-way for 16-bit x,
+// three-way for fp32 x (v2 = 0 unused).
 template <typename G>
-__host__ __device__ __forceinline__ void split_q(float v, G& hi, G& lo) {
-  hi = from_float<G>(v);
-  lo = from_float<G>(v - to_float(hi));  // the difference is exact in fp32
+__host__ __device__ __forceinline__ void split_q(float v, G& v0, G& v1, G& v2) {
+  v0 = from_float<G>(v);
+  const float r1 = v - to_float(v0);  // exact
+  v1 = from_float<G>(r1);
+  v2 = from_float<G>(r1 - to_float(v1));  // exact difference, then rounded
 }
 
-// v split into G values hi + lo (see the file comment); fin_hi is hi where v is finite, else 0.
+// An fp32 x split three ways in bf16 (see the file comment); fin0 is v0 where v is finite, else 0.
 template <typename G>
-__host__ __device__ __forceinline__ void split_value(float v, G& hi, G& lo, G& fin_hi) {
+__host__ __device__ __forceinline__ void split_x(float v, G& v0, G& v1, G& v2, G& fin0) {
   const bool fin = finite_f(v);
   G h = from_float<G>(v);
   if (fin && !finite_f(to_float(h))) h = from_float_rz<G>(v);  // rounding overflowed: truncation never does
-  hi = h;
-  lo = from_float<G>(fin ? v - to_float(h) : 0.0f);  // exact difference: no contraction can change it
-  fin_hi = fin ? h : from_float<G>(0.0f);
+  v0 = h;
+  const float r1 = fin ? v - to_float(h) : 0.0f;  // exact
+  v1 = from_float<G>(r1);
+  v2 = from_float<G>(r1 - to_float(v1));  // exact difference, then rounded
+  fin0 = fin ? h : from_float<G>(0.0f);
 }
 
 template <typename T, int V>
@@ -136,8 +142,10 @@ __device__ __forceinline__ void store_x_blocks(const PrepareParams& p, typename 
   VecOf<G, V> out[kTerms];
 #pragma unroll
   for (int q = 0; q < V; ++q) {
-    if constexpr (kTerms == 3) {
-      split_value<G>(f[q], out[0].v[q], out[1].v[q], out[2].v[q]);
+    if constexpr (kTerms == 6) {  // blocks x0, x1, fin(x0), x2, x1, fin(x0)
+      split_x<G>(f[q], out[0].v[q], out[1].v[q], out[3].v[q], out[2].v[q]);
+      out[4].v[q] = out[1].v[q];
+      out[5].v[q] = out[2].v[q];
     } else {
       out[0].v[q] = from_float<G>(f[q]);  // exact: G is x's dtype
       out[1].v[q] = from_float<G>(finite_f(f[q]) ? f[q] : 0.0f);
@@ -176,15 +184,18 @@ __device__ __forceinline__ void prepare_q(const PrepareParams& p, uint64_t seed,
   for (int q = 0; q < 4; ++q) {
     const int j = 4 * g + q;
     if (j >= p.rank) break;
-    G hi, lo;
-    split_q<G>(__fmul_rn(n[q], p.scale), hi, lo);
+    G q0, q1, q2;
+    split_q<G>(__fmul_rn(n[q], p.scale), q0, q1, q2);
     G* row = a + static_cast<int64_t>(j) * p.lda + i;
-    row[0] = hi;
-    if constexpr (kTerms == 3) {
-      row[p.rows] = hi;
-      row[2 * p.rows] = lo;
+    row[0] = q0;
+    if constexpr (kTerms == 6) {  // blocks Q0, Q0, Q1, Q0, Q1, Q2
+      row[p.rows] = q0;
+      row[2 * p.rows] = q1;
+      row[3 * p.rows] = q0;
+      row[4 * p.rows] = q1;
+      row[5 * p.rows] = q2;
     } else {
-      row[p.rows] = lo;
+      row[p.rows] = q1;
     }
   }
 }
