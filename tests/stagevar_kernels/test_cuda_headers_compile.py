@@ -9,7 +9,7 @@ selection kernel's block algorithm with the kernel's own helpers (against ``phil
 
 Resource use of the kernels, sm_90, nvcc 13.0 (``nvcc -O2 -Xptxas -v -gencode arch=compute_90,code=sm_90 -c
 csrc/check/compile_kernels.cu`` with the flags of the script), no spills anywhere:
-project_prepare_kernel 54 (fp32) / 61 (fp16, bf16) registers, 32-byte stack frame (the slow-path argument
+project_prepare_kernel 62 (fp32) / 61 (fp16, bf16) registers, 32-byte stack frame (the slow-path argument
 reduction of cosf/sinf, never taken for arguments in [0, 2 pi)); select_cast_kernel 32 registers, 17.5 KB static
 shared memory; restore_merge_kernel 64-80 registers (16-byte path), 64 (element path).
 """
