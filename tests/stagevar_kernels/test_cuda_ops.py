@@ -50,6 +50,10 @@ def _check_project(x, rank, seed):
     # Against the fp32 product of the same (rounded) inputs: the kernels accumulate in fp32.
     want32 = reference.project_and_sample(x.float(), rank, seed)[0]
     torch.testing.assert_close(xr.float(), want32, **tolerance(x.dtype))
+    if x.dtype == torch.float32:  # the six-product bf16 split: within 2**-20 |Q|^T |x| (+ output rounding)
+        q = philox.projection_matrix(seed, x.shape[0], x.shape[1], rank, device=DEV)
+        bound = 2.0**-20 * torch.bmm(q.abs().transpose(1, 2), x.abs()) + 2.0**-23 * want32.abs()
+        assert ((xr - want32).abs() <= bound).all()
 
 
 # ---------------------------------------------------------------------------------------------- project_and_sample
