@@ -14,11 +14,11 @@
 // 48x48 and 64x64 token counts (D=2048, N(0,1) x; tests/stagevar_kernels/test_cuda_split_numerics.py), as the
 // largest |xr - xr_ref| / (|Q|^T |x|): fp32 1.1e-7 / 1.1e-7 / 1.2e-7 (the contract allows 2^-20 = 9.5e-7), bf16
 // 5.3e-4 / 4.4e-4 / 3.3e-4, fp16 7.0e-5 / 5.6e-5 / 4.2e-5, with 99.6-99.8% of a 16-bit xr identical to the fp32
-// reference rounded to x.dtype (a single bf16 Q gave a median relative error of 2.3e-3, reference 1.4e-3). Workspace (16-bit values): A is B x r x terms*M,
-// X is B x terms*M x D: 1.8 MB + 13 MB in bf16 at 40x40 (B=1, r=282, D=2048), 5.4 MB + 39 MB for fp32 x; the
-// GEMM then does 3x the bf16 work, the cost of 3xTF32 (TF32 runs at half the bf16 rate on fp32 operands) with
-// better accuracy and no global TF32 switch; a plain fp32 GEMM would run on the CUDA cores (67 against 990 dense
-// TFLOP/s on an H100 SXM, ~5x slower still). Infinity: only fin(.) copies meet Q1, Q2 and x1, x2 are 0 for a
+// reference rounded to x.dtype (a single bf16 Q gave a median relative error of 2.3e-3, reference 1.4e-3).
+// Workspace (16-bit values): A is B x r x terms*M, X is B x terms*M x D: 1.8 MB + 13 MB in bf16 at 40x40 (B=1,
+// r=282, D=2048), 5.4 MB + 39 MB for fp32 x; the fp32 GEMM then does 3x the bf16 work, the cost of 3xTF32 (TF32
+// runs at half the bf16 rate on fp32 operands) with better accuracy and no global TF32 switch; a plain fp32 GEMM
+// would run on the CUDA cores (67 against 990 dense TFLOP/s on an H100 SXM, ~5x slower still). Infinity: only fin(.) copies meet Q1, Q2 and x1, x2 are 0 for a
 // non-finite x, so an inf meets Q0 alone, whose sign is Q's: the result is the reference's +-inf (or NaN where the
 // reference sums opposite infinities) instead of the NaN that inf * (Q0 + Q1) gives when Q1 has the other sign
 // (or is 0). A finite fp32 x whose bf16 rounding overflows is rounded toward zero instead.
