@@ -1,4 +1,5 @@
-// Small dtype helpers shared by the kernels (host too: csrc/check/compile_kernels.cu checks the splits on the CPU). Explicit intrinsics only: torch's extension builds define
+// Small dtype helpers shared by the kernels, host-callable too (csrc/check/compile_kernels.cu checks the operand
+// splits on the CPU). Explicit intrinsics only: torch's extension builds define
 // __CUDA_NO_HALF_CONVERSIONS__ / __CUDA_NO_BFLOAT16_CONVERSIONS__, which remove the implicit float <-> half casts.
 #pragma once
 

@@ -18,10 +18,11 @@
 // Workspace (16-bit values): A is B x r x terms*M, X is B x terms*M x D: 1.8 MB + 13 MB in bf16 at 40x40 (B=1,
 // r=282, D=2048), 5.4 MB + 39 MB for fp32 x; the fp32 GEMM then does 3x the bf16 work, the cost of 3xTF32 (TF32
 // runs at half the bf16 rate on fp32 operands) with better accuracy and no global TF32 switch; a plain fp32 GEMM
-// would run on the CUDA cores (67 against 990 dense TFLOP/s on an H100 SXM, ~5x slower still). Infinity: only fin(.) copies meet Q1, Q2 and x1, x2 are 0 for a
-// non-finite x, so an inf meets Q0 alone, whose sign is Q's: the result is the reference's +-inf (or NaN where the
-// reference sums opposite infinities) instead of the NaN that inf * (Q0 + Q1) gives when Q1 has the other sign
-// (or is 0). A finite fp32 x whose bf16 rounding overflows is rounded toward zero instead.
+// would run on the CUDA cores (67 against 990 dense TFLOP/s on an H100 SXM, ~5x slower still).
+// Infinity: only fin(.) copies meet Q1, Q2 and x1, x2 are 0 for a non-finite x, so an inf meets Q0 alone, whose
+// sign is Q's: the result is the reference's +-inf (or NaN where the reference sums opposite infinities) instead
+// of the NaN that inf * (Q0 + Q1) gives when Q1 has the other sign (or is 0). A finite fp32 x whose bf16 rounding
+// overflows is rounded toward zero instead.
 //
 // Blocks [0, q_blocks) generate A: one Philox call (4 normals) per thread, threads of a warp on consecutive i,
 // so every store of a warp is a contiguous run of a row of A. Blocks [q_blocks, ...) run the x pass: one warp
