@@ -125,7 +125,9 @@ __device__ __forceinline__ float source_index(float scale, int dst, bool cubic) 
   return (!cubic && src < 0.0f) ? 0.0f : src;
 }
 
-__device__ __forceinline__ float cubic_convolution1(float x, float a) { return ((a + 2.0f) * x - (a + 3.0f)) * x * x + 1.0f; }
+__device__ __forceinline__ float cubic_convolution1(float x, float a) {
+  return ((a + 2.0f) * x - (a + 3.0f)) * x * x + 1.0f;
+}
 __device__ __forceinline__ float cubic_convolution2(float x, float a) {
   return ((a * x - 5.0f * a) * x + 8.0f * a) * x - 4.0f * a;
 }
@@ -187,7 +189,8 @@ __global__ void __launch_bounds__(kRestoreWarps * 32) restore_merge_kernel(Resto
   }
   switch (mode) {
     case RestoreMode::kNearest: {
-      const T* src = cache_row(detail::nearest_index(oy, p.src_h, p.dst_h), detail::nearest_index(ox, p.src_w, p.dst_w));
+      const int sy = detail::nearest_index(oy, p.src_h, p.dst_h);
+      const T* src = cache_row(sy, detail::nearest_index(ox, p.src_w, p.dst_w));
       detail::copy_row<T, VEC>(out, src, p.channels, lane);
       break;
     }
