@@ -8,7 +8,10 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(stagevar, m) {
-  m.def("_project_and_sample_cuda(Tensor x, int rank, int seed) -> (Tensor, Tensor)");
+  // seed_tensor: None, or a one-element int64 tensor on x's device that replaces `seed`; the kernels read it on the
+  // device (no host sync), so one captured CUDA graph draws new numbers after the tensor is rewritten in place.
+  m.def(
+      "_project_and_sample_cuda(Tensor x, int rank, int seed, Tensor? seed_tensor) -> (Tensor, Tensor)");
   m.def(
       "_restore_merge_cuda(Tensor y, Tensor idx, Tensor cache, int[] src_hw, int[] dst_hw, str mode) -> Tensor");
 }

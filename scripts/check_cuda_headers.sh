@@ -2,7 +2,8 @@
 # Compile the torch-free CUDA kernel headers (csrc/include/stagevar/*.cuh) for sm_80 and sm_90 without a GPU,
 # through csrc/check/compile_kernels.cu, which instantiates every kernel for every dtype. Warnings are errors.
 # With --philox it also builds and runs the host Philox self-check (prints 8 lines of 4 uint32 words for
-# seed $STAGEVAR_CHECK_SEED, default 0). With --launchers it also compiles csrc/cuda/*.cu (the torch launchers)
+# seed $STAGEVAR_CHECK_SEED, default 0); when $STAGEVAR_HOST_CHECK_BIN is set, the host check binary is kept at that
+# path (its `split` and `select` modes replay the kernels' operand split and row selection on the CPU). With --launchers it also compiles csrc/cuda/*.cu (the torch launchers)
 # against the installed torch's headers for sm_90, even with a CPU-only torch: its wheel ships the c10/cuda
 # headers but not the generated c10/cuda/impl/cuda_cmake_macros.h, for which a one-line stub is supplied (about
 # a minute per file on 2 cores). Without nvcc it says so and exits 0 (CPU CI boxes may lack a toolkit).
@@ -45,6 +46,7 @@ for arg in "$@"; do
       "${NVCC}" "${FLAGS[@]}" -DSTAGEVAR_CHECK_MAIN -gencode arch=compute_80,code=sm_80 \
         "${ROOT}/csrc/check/compile_kernels.cu" -o "${OUT_DIR}/philox_check"
       "${OUT_DIR}/philox_check" "${STAGEVAR_CHECK_SEED:-0}"
+      if [[ -n "${STAGEVAR_HOST_CHECK_BIN:-}" ]]; then cp "${OUT_DIR}/philox_check" "${STAGEVAR_HOST_CHECK_BIN}"; fi
       ;;
     --launchers)
       PY="${PYTHON:-python}"

@@ -1,6 +1,7 @@
 // Launcher of the restore_merge kernels (csrc/include/stagevar/restore_merge.cuh) as
 // torch.ops.stagevar._restore_merge_cuda(y, idx, cache, src_hw, dst_hw, mode) -> Tensor.
-// Thin: argument checks, dtype dispatch, the current stream. No host sync (idx values are never read on the host).
+// Thin: argument checks, dtype dispatch, the current stream; one kernel launch, no workspace. No host sync (idx
+// values are never read on the host).
 // y and cache are read through their batch/row strides; a channel stride other than 1 costs one contiguous copy.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
@@ -8,7 +9,6 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -86,22 +86,7 @@ at::Tensor restore_merge_cuda(const at::Tensor& y_in, const at::Tensor& idx, con
   // The kernels need a unit channel stride; batch/row strides are passed through.
   const at::Tensor y = y_in.stride(2) == 1 ? y_in : y_in.contiguous();
   const at::Tensor cache = cache_in.stride(2) == 1 ? cache_in : cache_in.contiguous();
-  auto inv = at::full({batch, dst_rows}, -1, y.options().dtype(at::kInt));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-
-  if (rank > 0) {
-    ScatterParams s;
-    s.idx = idx.data_ptr<int64_t>();
-    s.idx_stride_b = idx.stride(0);
-    s.idx_stride_r = idx.stride(1);
-    s.inv = inv.data_ptr<int32_t>();
-    s.batch = static_cast<int>(batch);
-    s.rank = static_cast<int>(rank);
-    s.dst_rows = dst_rows;
-    const int64_t blocks = std::min<int64_t>((batch * rank + kScatterThreads - 1) / kScatterThreads, 65535);
-    restore_scatter_kernel<<<static_cast<unsigned>(blocks), kScatterThreads, 0, stream>>>(s);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
 
   RestoreParams p;
   p.y = y.data_ptr();
@@ -110,7 +95,9 @@ at::Tensor restore_merge_cuda(const at::Tensor& y_in, const at::Tensor& idx, con
   p.cache = cache.data_ptr();
   p.cache_stride_b = cache.stride(0);
   p.cache_stride_r = cache.stride(1);
-  p.inv = inv.data_ptr<int32_t>();
+  p.idx = idx.data_ptr<int64_t>();
+  p.idx_stride_b = idx.stride(0);
+  p.idx_stride_r = idx.stride(1);
   p.out = out.data_ptr();
   p.batch = static_cast<int>(batch);
   p.rank = static_cast<int>(rank);

@@ -33,8 +33,8 @@ def _exact_fp32_matmul():
     torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def _cuda_project(x, rank, seed):
-    return torch.ops.stagevar._project_and_sample_cuda(x, rank, seed)
+def _cuda_project(x, rank, seed, seed_tensor=None):
+    return torch.ops.stagevar._project_and_sample_cuda(x, rank, seed, seed_tensor)
 
 
 def _cuda_restore(y, idx, cache, src, dst, mode):
@@ -50,6 +50,10 @@ def _check_project(x, rank, seed):
     # Against the fp32 product of the same (rounded) inputs: the kernels accumulate in fp32.
     want32 = reference.project_and_sample(x.float(), rank, seed)[0]
     torch.testing.assert_close(xr.float(), want32, **tolerance(x.dtype))
+    if x.dtype == torch.float32:  # the six-product bf16 split: within 2**-20 |Q|^T |x| (+ output rounding)
+        q = philox.projection_matrix(seed, x.shape[0], x.shape[1], rank, device=DEV)
+        bound = 2.0**-20 * torch.bmm(q.abs().transpose(1, 2), x.abs()) + 2.0**-23 * want32.abs()
+        assert ((xr - want32).abs() <= bound).all()
 
 
 # ---------------------------------------------------------------------------------------------- project_and_sample
@@ -87,11 +91,34 @@ def test_project_seeds_across_key_words(seed):
     _check_project(x, 17, seed)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", [0, 5, 2**32 + 7, 2**63 - 1])
+def test_project_seed_tensor_replaces_the_int(dtype, seed):
+    # The device seed wins over the int argument (which is deliberately different) and gives the int seed's result.
+    x = torch.randn(2, 130, 72, device=DEV).to(dtype)
+    seed_tensor = torch.tensor([seed], dtype=torch.int64, device=DEV)
+    xr, idx = _cuda_project(x, 21, 999, seed_tensor)
+    want_xr, want_idx = _cuda_project(x, 21, seed)
+    assert torch.equal(idx, want_idx) and torch.equal(xr, want_xr)
+    assert torch.equal(idx, reference.project_and_sample(x, 21, seed)[1])
+
+
+def test_project_seed_tensor_checked():
+    x = torch.randn(1, 10, 4, device=DEV)
+    with pytest.raises(RuntimeError, match="seed_tensor"):
+        _cuda_project(x, 2, 1, torch.tensor([1], dtype=torch.int32, device=DEV))
+    with pytest.raises(RuntimeError, match="seed_tensor"):
+        _cuda_project(x, 2, 1, torch.tensor([1, 2], dtype=torch.int64, device=DEV))
+    with pytest.raises(RuntimeError, match="seed_tensor"):
+        _cuda_project(x, 2, 1, torch.tensor([1], dtype=torch.int64))
+
+
 def test_project_large_m_any_size():
-    # The row selection streams keys from global memory: no shared-memory bound on M.
-    x = torch.randn(2, 40000, 3, device=DEV)
-    _check_project(x, 5000, seed=5)
-    _check_project(x, 40000, seed=6)  # rank == M takes every row
+    # M above the selection's shared-memory key cache (4096): keys are streamed from global memory. (Q is
+    # materialised, r x 3M x 2 bytes for fp32 x, so the sizes stay moderate.)
+    x = torch.randn(2, 9000, 3, device=DEV)
+    _check_project(x, 2000, seed=5)
+    _check_project(x[:, :6000], 6000, seed=6)  # rank == M takes every row
 
 
 def test_project_zero_and_non_finite_rows_drawn_last_lowest_first():
@@ -103,6 +130,26 @@ def test_project_zero_and_non_finite_rows_drawn_last_lowest_first():
     assert torch.equal(idx, reference.project_and_sample(x, 30, 3)[1])
     # Batch 0 has 29 regular rows (not 10..29, not the inf row 40): all of them, then row 10, the lowest -inf one.
     assert idx[0].tolist() == sorted([i for i in range(50) if not 10 <= i < 30 and i != 40] + [10])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_project_non_finite_inputs_give_the_reference_xr(dtype):
+    # inf meets only Q_hi (same sign as Q) in the split GEMM: +-inf where the fp32 reference has +-inf, NaN where it
+    # sums opposite infinities or meets a NaN; finite columns stay finite and accurate.
+    x = torch.randn(2, 70, 40, device=DEV).to(dtype)
+    x[0, 5, 3] = float("inf")
+    x[0, 9, 4] = float("-inf")
+    x[1, 11, 6] = float("inf")
+    x[1, 12, 6] = float("inf")  # two infinities in one channel: +-inf or NaN per output row, as the reference
+    x[1, 20, 7] = float("nan")
+    x[0, 30] = float("inf")  # a whole row
+    if dtype == torch.float32:
+        x[1, 40, 1] = 3.4e38  # finite, but its bf16 rounding overflows: the split truncates instead
+    xr, idx = _cuda_project(x, 24, seed=17)
+    want = reference.project_and_sample(x.float(), 24, 17)[0]
+    torch.testing.assert_close(xr.float(), want, equal_nan=True, **tolerance(dtype))
+    assert torch.equal(torch.isnan(xr), torch.isnan(want)) and torch.equal(torch.isinf(xr), torch.isinf(want))
+    assert torch.equal(idx, reference.project_and_sample(x, 24, 17)[1])
 
 
 def test_project_deterministic():
@@ -132,26 +179,27 @@ def test_project_small(dtype):
 
 # ---------------------------------------------------------------------------------------------------- restore_merge
 def _reference_restore(y, idx, cache, src, dst, mode):
-    """Reference rows, plus the positions targeted by more than one valid index (their value is any candidate)."""
-    want = reference.restore_merge(y, idx, cache, src, dst, mode)
+    """The contract written out: upsampled cache, then a sequential scatter in j order (the largest j wins among
+    duplicates; out-of-range entries are skipped), whatever the order of idx."""
+    want = reference.upsample_rows(cache, src, dst, mode).to(y.dtype).clone()
     rows = dst[0] * dst[1]
-    dup = torch.zeros(idx.shape[0], rows, dtype=torch.bool, device=idx.device)
     for b in range(idx.shape[0]):
-        valid = idx[b][(idx[b] >= 0) & (idx[b] < rows)]
-        uniq, counts = torch.unique(valid, return_counts=True)
-        dup[b, uniq[counts > 1]] = True
-    return want, dup
+        for j, p in enumerate(idx[b].tolist()):
+            if 0 <= p < rows:
+                want[b, p] = y[b, j]
+    return want
 
 
 def _check_restore(y, idx, cache, src, dst, mode):
     out = _cuda_restore(y, idx, cache, src, dst, mode)
-    want, dup = _reference_restore(y, idx, cache, src, dst, mode)
+    want = _reference_restore(y, idx, cache, src, dst, mode)
     assert out.shape == want.shape and out.dtype == y.dtype and out.is_contiguous()
-    keep = ~dup
-    torch.testing.assert_close(out[keep].float(), want[keep].float(), **tolerance(y.dtype))
-    for b, p in dup.nonzero().tolist():
-        candidates = y[b, idx[b] == p]
-        assert any(torch.equal(out[b, p], c) for c in candidates), (b, p)
+    torch.testing.assert_close(out.float(), want.float(), **tolerance(y.dtype))
+    # Rows taken from y are bit-exact copies.
+    rows = dst[0] * dst[1]
+    for b in range(idx.shape[0]):
+        for p in set(v for v in idx[b].tolist() if 0 <= v < rows):
+            assert torch.equal(out[b, p], want[b, p]), (b, p)
     return out
 
 
@@ -214,12 +262,33 @@ def test_restore_strided_idx_and_all_out_of_range():
     torch.testing.assert_close(out, reference.upsample_rows(cache, (3, 4), (5, 6), "area"))
 
 
-def test_restore_duplicates_pick_a_candidate():
-    y = torch.arange(4, device=DEV, dtype=torch.float32).view(1, 4, 1).expand(1, 4, 3).contiguous()
+def test_restore_duplicates_largest_j_wins():
+    y = torch.arange(6, device=DEV, dtype=torch.float32).view(1, 6, 1).expand(1, 6, 3).contiguous()
     cache = torch.full((1, 4, 3), -5.0, device=DEV)
-    idx = torch.tensor([[2, 2, 2, 7]], device=DEV)
+    idx = torch.tensor([[2, 7, 2, 2, 9, 1]], device=DEV)  # unsorted, a triple duplicate, one out of range
     out = _cuda_restore(y, idx, cache, (2, 2), (3, 3), "nearest")
-    assert out[0, 2, 0].item() in (0.0, 1.0, 2.0) and out[0, 7, 0].item() == 3.0
+    assert out[0, 2, 0].item() == 3.0 and out[0, 7, 0].item() == 1.0 and out[0, 1, 0].item() == 5.0
+    assert (out[0, [0, 3, 4, 5, 6, 8]] == -5.0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_restore_unsorted_and_sorted_idx_agree(dtype):
+    # The source scan relies on no order: a permutation of (idx, y) pairs gives the same output.
+    rows, rank = 48 * 48, 400
+    y = torch.randn(2, rank, 64, device=DEV).to(dtype)
+    cache = torch.randn(2, 32 * 32, 64, device=DEV).to(dtype)
+    idx = torch.stack([torch.randperm(rows)[:rank] for _ in range(2)]).to(DEV)
+    order = torch.argsort(idx, dim=1)
+    sorted_out = _cuda_restore(
+        torch.gather(y, 1, order.unsqueeze(-1).expand(-1, -1, 64)),
+        idx.gather(1, order),
+        cache,
+        (32, 32),
+        (48, 48),
+        "area",
+    )
+    assert torch.equal(_cuda_restore(y, idx, cache, (32, 32), (48, 48), "area"), sorted_out)
+    _check_restore(y, idx, cache, (32, 32), (48, 48), "area")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -294,10 +363,10 @@ def test_capturable_in_cuda_graph():
     # No host synchronisation: both ops can be captured and replayed.
     x = torch.randn(2, 100, 64, device=DEV, dtype=torch.bfloat16)
     cache = torch.randn(2, 25, 64, device=DEV, dtype=torch.bfloat16)
-    _cuda_project(x, 20, 4)  # warm up outside the capture
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
+    with torch.cuda.stream(stream):  # warm up (cuBLAS handle and workspace) on a side stream, outside the capture
+        _cuda_project(x, 20, 4)
         _cuda_restore(x[:, :20], torch.zeros(2, 20, dtype=torch.int64, device=DEV), cache, (5, 5), (10, 10), "area")
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
@@ -314,10 +383,42 @@ def test_capturable_in_cuda_graph():
     assert out.shape == (2, 100, 64)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_graph_replay_draws_the_updated_seed_tensor(dtype):
+    # One captured graph serves every generation: overwriting the seed tensor between replays changes Q and idx,
+    # and every replay equals the eager call with that seed.
+    x = torch.randn(2, 300, 96, device=DEV).to(dtype)
+    cache = torch.randn(2, 100, 96, device=DEV).to(dtype)
+    seed_tensor = torch.tensor([3], dtype=torch.int64, device=DEV)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up (cuBLAS handles, workspaces) outside the capture
+        xr, idx = _cuda_project(x, 40, 0, seed_tensor)
+        _cuda_restore(xr, idx, cache, (10, 10), (15, 20), "bilinear")
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        xr, idx = _cuda_project(x, 40, 0, seed_tensor)
+        out = _cuda_restore(xr, idx, cache, (10, 10), (15, 20), "bilinear")
+    seen = []
+    for seed in (3, 2**32 + 9, 77):
+        seed_tensor.fill_(seed)
+        graph.replay()
+        torch.cuda.synchronize()
+        want_xr, want_idx = _cuda_project(x, 40, seed)
+        assert torch.equal(idx, want_idx) and torch.equal(xr, want_xr)
+        assert torch.equal(idx, reference.project_and_sample(x, 40, seed)[1])
+        torch.testing.assert_close(out, _cuda_restore(want_xr, want_idx, cache, (10, 10), (15, 20), "bilinear"))
+        seen.append(idx.clone())
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+
+
 def test_opcheck_private_ops():
     utils = ("test_schema", "test_faketensor")
     x = torch.randn(2, 30, 8, device=DEV).transpose(1, 2).contiguous().transpose(1, 2)
-    torch.library.opcheck(torch.ops.stagevar._project_and_sample_cuda.default, (x, 5, 3), test_utils=utils)
+    torch.library.opcheck(torch.ops.stagevar._project_and_sample_cuda.default, (x, 5, 3, None), test_utils=utils)
+    seed_tensor = torch.tensor([3], dtype=torch.int64, device=DEV)
+    torch.library.opcheck(torch.ops.stagevar._project_and_sample_cuda.default, (x, 5, 0, seed_tensor), test_utils=utils)
     y = torch.randn(2, 5, 8, device=DEV)
     idx = torch.stack([torch.randperm(12)[:5] for _ in range(2)]).to(DEV)
     cache = torch.randn(2, 6, 8, device=DEV)

@@ -46,6 +46,13 @@ __host__ __device__ __forceinline__ PhiloxOut philox4x32_10(uint64_t seed, uint3
   return {c0, c1, c2, c3};
 }
 
+// The 64-bit Philox key of a call: the int64 at seed_ptr when the caller passed a device seed tensor (read on the
+// device, so a captured CUDA graph draws new numbers after the tensor is overwritten between replays), else the
+// seed passed by value. The int64's two's-complement bits are the key: words (seed & 0xFFFFFFFF, seed >> 32).
+__device__ __forceinline__ uint64_t resolve_seed(uint64_t seed, const int64_t* seed_ptr) {
+  return seed_ptr != nullptr ? static_cast<uint64_t>(__ldg(seed_ptr)) : seed;
+}
+
 // (2 * (bits >> 9) + 1) * 2**-24: exact in fp32 (the odd integer is < 2**24), in (0, 1).
 __host__ __device__ __forceinline__ float uniform_from_bits(uint32_t bits) {
   return static_cast<float>(((bits >> 9) << 1) | 1u) * 5.9604644775390625e-08f;

@@ -1,16 +1,20 @@
 // restore_merge: out[b, idx[b, j]] = y[b, j]; every other row p is F.interpolate(cache grid (h0, w0) -> (h, w),
-// mode, align_corners=False)[p], per channel. Contract: stagevar_kernels/reference.py.
+// mode, align_corners=False)[p], per channel. Contract: stagevar_kernels/reference.py (source_rows).
 //
-// Kernels (one stream, no host synchronisation):
-//  1. the launcher fills inv (B, h*w) int32 with -1; restore_scatter_kernel writes inv[b, idx[b, j]] = j with
-//     atomicMax, so a duplicated position deterministically keeps its largest j (the last candidate, as a
-//     sequential scatter would), and indices outside [0, h*w) are skipped: they never address memory.
-//  2. restore_merge_kernel: one warp per output row, each row written exactly once: a copy of y[b, inv] when
-//     inv >= 0, else the interpolation of the cache rows computed in fp32 with PyTorch's index/weight formulas
-//     (aten/src/ATen/native/UpSample.h, AdaptiveAveragePooling.cu): nearest, bilinear, bicubic (A = -0.75,
-//     clamped taps), area (= adaptive average pooling, windows [floor(o*in/out), ceil((o+1)*in/out))).
+// One launch, no host synchronisation, no workspace: restore_merge_kernel runs one warp per output row p, each
+// row written exactly once.
+//  1. Source: the largest j with idx[b, j] == p, or none. The warp scans idx[b] from the top, 32 * kSourceUnroll
+//     entries per step (coalesced, L1-resident: 8 bytes per entry), a ballot per 32 and the highest hit lane wins,
+//     so duplicates resolve to the largest j (what the reference's sequential scatter and every other backend
+//     give) and idx may come in any order (project_and_sample emits it sorted; nothing here relies on that).
+//     Entries outside [0, h*w) match no row: they never address memory. The scan costs r / 32 loads per row (9 at
+//     the Infinity-2B 40x40 step) against the D * sizeof(T) bytes of the row itself.
+//  2. A copy of y[b, j] when there is a source, else the interpolation of the cache rows computed in fp32 with
+//     PyTorch's index/weight formulas (aten/src/ATen/native/UpSample.h, AdaptiveAveragePooling.cu): nearest,
+//     bilinear, bicubic (A = -0.75, clamped taps), area (= adaptive average pooling, windows
+//     [floor(o*in/out), ceil((o+1)*in/out))). Equal grids are a plain copy, as in PyTorch.
 //     Channels are processed VEC at a time with 16-byte loads/stores when the launcher found every row
-//     16-byte aligned (VEC = 16 / sizeof(T)), else one at a time. Equal grids are a plain copy, as in PyTorch.
+//     16-byte aligned (VEC = 16 / sizeof(T)), else one at a time; copies keep kCopyUnroll loads in flight per lane.
 #pragma once
 
 #include <cstdint>
@@ -25,38 +29,21 @@ namespace stagevar {
 
 enum class RestoreMode : int { kNearest = 0, kBilinear = 1, kBicubic = 2, kArea = 3 };
 
-constexpr int kRestoreWarps = 8;  // rows per block of the merge kernel
-constexpr int kScatterThreads = 256;
+constexpr int kRestoreWarps = 8;  // rows per block
+constexpr int kCopyUnroll = 4;    // 16-byte loads in flight per lane in the row copies
+constexpr int kSourceUnroll = 4;  // idx loads in flight per lane in the source scan
 
 struct RestoreParams {
   const void* y;      // (B, r, D): strides in elements, channel stride 1
   int64_t y_stride_b, y_stride_r;
+  const int64_t* idx; // (B, r) with the strides below
+  int64_t idx_stride_b, idx_stride_r;
   const void* cache;  // (B, h0*w0, D): channel stride 1
   int64_t cache_stride_b, cache_stride_r;
-  const int32_t* inv; // (B, h*w) contiguous
   void* out;          // (B, h*w, D) contiguous
   int batch, rank, channels;
   int src_h, src_w, dst_h, dst_w;
 };
-
-struct ScatterParams {
-  const int64_t* idx;  // (B, r) with strides
-  int64_t idx_stride_b, idx_stride_r;
-  int32_t* inv;        // (B, h*w) contiguous, filled with -1
-  int batch, rank;
-  int64_t dst_rows;
-};
-
-__global__ void __launch_bounds__(kScatterThreads) restore_scatter_kernel(ScatterParams p) {
-  const int64_t total = static_cast<int64_t>(p.batch) * p.rank;
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t b = e / p.rank;
-    const int64_t j = e % p.rank;
-    const int64_t pos = p.idx[b * p.idx_stride_b + j * p.idx_stride_r];
-    if (pos >= 0 && pos < p.dst_rows) atomicMax(&p.inv[b * p.dst_rows + pos], static_cast<int32_t>(j));
-  }
-}
 
 namespace detail {
 
@@ -88,14 +75,48 @@ __device__ __forceinline__ void store_f32(T* ptr, const float (&f)[VEC]) {
   }
 }
 
+// out[c] = src[c] for c in [0, channels), lanes striding VEC channels at a time; kCopyUnroll loads are issued
+// before the first store (channels is a multiple of VEC on the vector path).
 template <typename T, int VEC>
-__device__ __forceinline__ void copy_vec(T* dst, const T* src) {
-  if constexpr (VEC * sizeof(T) == 16) {
-    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
-  } else {
+__device__ __forceinline__ void copy_row(T* __restrict__ out, const T* __restrict__ src, int channels, int lane) {
+  struct alignas(sizeof(T) * VEC) Vec {
+    T v[VEC];
+  };
+  constexpr int kStep = 32 * VEC;
+  for (int c0 = lane * VEC; c0 < channels; c0 += kStep * kCopyUnroll) {
+    Vec v[kCopyUnroll];
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) dst[k] = src[k];
+    for (int u = 0; u < kCopyUnroll; ++u) {
+      const int c = c0 + u * kStep;
+      if (c < channels) v[u] = *reinterpret_cast<const Vec*>(src + c);
+    }
+#pragma unroll
+    for (int u = 0; u < kCopyUnroll; ++u) {
+      const int c = c0 + u * kStep;
+      if (c < channels) *reinterpret_cast<Vec*>(out + c) = v[u];
+    }
   }
+}
+
+// The largest j < rank with idx[j] == pos, or -1 (warp-uniform). Scans from the top, 32 * kSourceUnroll entries
+// per step: loads first, then one ballot per 32 entries, highest first.
+__device__ __forceinline__ int find_source_row(const int64_t* __restrict__ idx, int64_t stride, int rank, int pos,
+                                               int lane) {
+  constexpr int kChunk = 32 * kSourceUnroll;
+  for (int top = ((rank - 1) / kChunk) * kChunk; top >= 0; top -= kChunk) {
+    bool hit[kSourceUnroll];
+#pragma unroll
+    for (int u = 0; u < kSourceUnroll; ++u) {
+      const int j = top + u * 32 + lane;
+      hit[u] = j < rank && __ldg(idx + j * stride) == pos;
+    }
+#pragma unroll
+    for (int u = kSourceUnroll - 1; u >= 0; --u) {
+      const unsigned mask = __ballot_sync(0xFFFFFFFFu, hit[u]);
+      if (mask != 0u) return top + u * 32 + (31 - __clz(mask));
+    }
+  }
+  return -1;
 }
 
 // PyTorch's area_pixel_compute_source_index (align_corners=False) with scale = float(in) / out.
@@ -104,7 +125,9 @@ __device__ __forceinline__ float source_index(float scale, int dst, bool cubic) 
   return (!cubic && src < 0.0f) ? 0.0f : src;
 }
 
-__device__ __forceinline__ float cubic_convolution1(float x, float a) { return ((a + 2.0f) * x - (a + 3.0f)) * x * x + 1.0f; }
+__device__ __forceinline__ float cubic_convolution1(float x, float a) {
+  return ((a + 2.0f) * x - (a + 3.0f)) * x * x + 1.0f;
+}
 __device__ __forceinline__ float cubic_convolution2(float x, float a) {
   return ((a * x - 5.0f * a) * x + 8.0f * a) * x - 4.0f * a;
 }
@@ -146,29 +169,29 @@ __global__ void __launch_bounds__(kRestoreWarps * 32) restore_merge_kernel(Resto
   const int64_t dst_rows = static_cast<int64_t>(p.dst_h) * p.dst_w;
   const int64_t total = static_cast<int64_t>(p.batch) * dst_rows;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRestoreWarps + threadIdx.x / 32;
-  if (row >= total) return;
+  if (row >= total) return;  // whole warp: the ballots below stay converged
   const int64_t b = row / dst_rows;
   const int pos = static_cast<int>(row % dst_rows);
-  T* out = static_cast<T*>(p.out) + row * p.channels;
-  const int32_t src_row = p.inv[row];
-  if (src_row >= 0 && src_row < p.rank) {
+  T* __restrict__ out = static_cast<T*>(p.out) + row * p.channels;
+  const int src_row = detail::find_source_row(p.idx + b * p.idx_stride_b, p.idx_stride_r, p.rank, pos, lane);
+  if (src_row >= 0) {
     const T* y = static_cast<const T*>(p.y) + b * p.y_stride_b + src_row * p.y_stride_r;
-    for (int c = lane * VEC; c < p.channels; c += 32 * VEC) detail::copy_vec<T, VEC>(out + c, y + c);
+    detail::copy_row<T, VEC>(out, y, p.channels, lane);
     return;
   }
-  const T* cache = static_cast<const T*>(p.cache) + b * p.cache_stride_b;
+  const T* __restrict__ cache = static_cast<const T*>(p.cache) + b * p.cache_stride_b;
   const int oy = pos / p.dst_w;
   const int ox = pos % p.dst_w;
   auto cache_row = [&](int yy, int xx) { return cache + static_cast<int64_t>(yy * p.src_w + xx) * p.cache_stride_r; };
   if (p.src_h == p.dst_h && p.src_w == p.dst_w) {  // F.interpolate to the same size is a copy in every mode
-    const T* src = cache_row(oy, ox);
-    for (int c = lane * VEC; c < p.channels; c += 32 * VEC) detail::copy_vec<T, VEC>(out + c, src + c);
+    detail::copy_row<T, VEC>(out, cache_row(oy, ox), p.channels, lane);
     return;
   }
   switch (mode) {
     case RestoreMode::kNearest: {
-      const T* src = cache_row(detail::nearest_index(oy, p.src_h, p.dst_h), detail::nearest_index(ox, p.src_w, p.dst_w));
-      for (int c = lane * VEC; c < p.channels; c += 32 * VEC) detail::copy_vec<T, VEC>(out + c, src + c);
+      const int sy = detail::nearest_index(oy, p.src_h, p.dst_h);
+      const T* src = cache_row(sy, detail::nearest_index(ox, p.src_w, p.dst_w));
+      detail::copy_row<T, VEC>(out, src, p.channels, lane);
       break;
     }
     case RestoreMode::kBilinear: {
