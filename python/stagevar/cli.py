@@ -1,4 +1,4 @@
-"""The ``stagevar`` command line: ``demo``, ``generate``, ``calibrate``, ``bench``.
+"""The ``stagevar`` command line: ``demo``, ``generate``, ``calibrate``, ``eval``, ``bench``.
 
 Bad paths and arguments end with a one-line ``stagevar: error: ...`` on stderr and exit status 2.
 """
@@ -99,24 +99,29 @@ def cmd_demo(args) -> int:
 def cmd_generate(args) -> int:
     from tqdm import tqdm
 
+    from .evaluation import distributed, layouts
     from .generate import generate
     from .schedule import resolve
 
+    ctx = distributed.init(args.device)  # under torchrun: this rank's share of the prompt batches, its own GPU
+    args.device = ctx.device
     prompts = _prompts(args)
     family, model, vae, encode = _load_model(args)
     schedule = resolve(args.schedule, family)
     factory = _session_factory(args, family, model, vae, encode)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
-
-    for start, batch in tqdm(list(_batches(prompts, args.batch_size)), desc="prompts", unit="batch"):
+    jobs = distributed.generate_jobs(ctx, list(_batches(prompts, args.batch_size)), out)  # skips finished batches
+    for start, batch in tqdm(jobs, desc="prompts", unit="batch", disable=not ctx.is_main):
         seeds = [args.seed + start + i for i in range(len(batch))]
         images = generate(factory(batch, seeds), schedule, backend=args.backend, seed=args.seed)
         for i, image in enumerate(images):
             array = image.permute(1, 2, 0).mul(255).to(torch.uint8).cpu().numpy()  # truncation, as upstream
-            Image.fromarray(array).save(out / f"{start + i:05d}.png")
-    print(f"wrote {len(prompts)} images to {out}")
+            layouts.save_png(array, out / f"{start + i:05d}.png")  # atomic: a resumed run trusts what exists
+    ctx.barrier()
+    if ctx.is_main:
+        print(f"wrote {len(prompts)} images to {out}")
+    ctx.close()
     return 0
 
 
@@ -217,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.96)
     p.add_argument("--out", default="calibrated_schedule.json")
     p.set_defaults(func=cmd_calibrate)
+
+    from .evaluation.command import add_eval_parser
+
+    add_eval_parser(sub)
 
     p = sub.add_parser("bench", help="end-to-end latency of schedules side by side (random weights, real shapes)")
     p.add_argument(
