@@ -136,7 +136,9 @@ def cmd_calibrate(args) -> int:
         family = built.family
         sessions = (built.new_session(batch=1, seed=args.seed + i) for i in range(args.runs))
     else:
-        prompts = _prompts(args)
+        from .evaluation.prompts import from_args
+
+        prompts = [record.prompt for record in from_args(args)[0]]  # plain text, GenEval JSONL or DPG folder
         family, model, vae, encode = _load_model(args)
         factory = _session_factory(args, family, model, vae, encode)
         sessions = (
@@ -146,6 +148,9 @@ def cmd_calibrate(args) -> int:
     base = resolve(args.schedule, family)
     result = calibrate(sessions, base, alpha=args.alpha)
     print(result.table())
+    table_json = args.table_json or str(Path(args.out).with_suffix(".table.json"))
+    result.save_table(table_json)
+    print(f"wrote {table_json}: the mean ± std table")
     schedule = result.schedule()
     schedule.save(args.out)
     print(f"wrote {args.out}: {schedule.name}")
@@ -221,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", default="paper", help="the schedule whose fidelity steps are calibrated")
     p.add_argument("--alpha", type=float, default=0.96)
     p.add_argument("--out", default="calibrated_schedule.json")
+    p.add_argument("--geneval-prompts", help="GenEval's evaluation_metadata.jsonl as the prompts")
+    p.add_argument("--dpg-prompts", help="DPG-Bench's prompts folder (one <id>.txt per prompt) as the prompts")
+    p.add_argument("--table-json", help="the mean ± std table as JSON (default: --out with .table.json)")
     p.set_defaults(func=cmd_calibrate)
 
     from .evaluation.command import add_eval_parser

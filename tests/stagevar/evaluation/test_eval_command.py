@@ -68,7 +68,12 @@ def test_dpg_layout_grid_of_four(tmp_path):
 
     assert Image.open(out / "vanilla" / "5.png").size == (128, 128)  # 2x2 grid of 64x64 samples
     report = json.loads((out / "eval.json").read_text())
-    assert report["samples"] == 4 and [r["seed"] for r in report["images"] if r["schedule"] == "vanilla"] == [0, 1, 2, 3]
+    assert report["samples"] == 4 and [r["seed"] for r in report["images"] if r["schedule"] == "vanilla"] == [
+        0,
+        1,
+        2,
+        3,
+    ]
     assert report["schedules"]["vanilla"]["timed_generations"] == 1  # the 4 samples as one batch
     assert not (out / "grid.png").exists()
 

@@ -132,3 +132,18 @@ def test_init_without_torchrun_is_a_single_process(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ValueError, match="^WORLD_SIZE"):
         distributed.init("cpu")
+
+
+def test_missing_torchmetrics_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from stagevar import cli
+    from stagevar.evaluation import metrics
+
+    monkeypatch.setitem(sys.modules, "torchmetrics.functional.image", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'stagevar-kernels\[eval\]'"):
+        metrics.psnr(_samples(1), _samples(1))
+    argv = ["eval", "--random", "infinity-tiny", "--prompt", "x", "--out", str(tmp_path), "--device", "cpu"]
+    assert cli.main(argv) == 2
+    assert "needs torchmetrics" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # it failed before generating anything

@@ -1,0 +1,12 @@
+"""The evaluation tests run tiny models: one intra-op thread (threads spinning on a shared small CPU slow them)."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
