@@ -245,7 +245,10 @@ def _run(args, ctx: distributed.Context) -> int:
     gathered = ctx.gather({"rows": rows, "times": times})
     if not ctx.is_main:
         return 0
-    rows = sorted((r for part in gathered for r in part["rows"]), key=lambda r: (r["index"], r["sample"]))
+    order = {name: i for i, name in enumerate(names)}
+    rows = sorted(
+        (r for part in gathered for r in part["rows"]), key=lambda r: (r["index"], order[r["schedule"]], r["sample"])
+    )
     all_times = {name: [t for part in gathered for t in part["times"][name]] for name in names}
     report = {
         "model": args.random or args.model,

@@ -55,13 +55,13 @@ def test_geneval_layout_report_and_resume(tmp_path, capsys):
     assert _png_bytes(out) == before
 
 
-def test_dpg_layout_grid_of_four(tmp_path):
+def test_dpg_layout_grid_of_four_with_clip_scores(tmp_path, tiny_clip):
     prompts = tmp_path / "prompts"
     prompts.mkdir()
     (prompts / "5.txt").write_text((DATA / "dpg_prompts" / "7.txt").read_text())
     out = tmp_path / "dpg"
     argv = BASE + ["--dpg-prompts", str(prompts), "--batch-size", "4", "--schedules", "vanilla,skipvar-skip3"]
-    assert cli.main(argv + ["--out", str(out), "--grid-prompts", "0"]) == 0
+    assert cli.main(argv + ["--out", str(out), "--grid-prompts", "0", "--clip", str(tiny_clip)]) == 0
     for schedule in ("vanilla", "skipvar-skip3"):
         assert [p.name for p in (out / schedule).iterdir()] == ["5.png"]  # the evaluator reads every file
     from PIL import Image
@@ -76,6 +76,9 @@ def test_dpg_layout_grid_of_four(tmp_path):
     ]
     assert report["schedules"]["vanilla"]["timed_generations"] == 1  # the 4 samples as one batch
     assert not (out / "grid.png").exists()
+    assert all(0 <= r["clip"] <= 100 for r in report["images"]) and len(report["images"]) == 8
+    mean = sum(r["clip"] for r in report["images"][:4] if r["schedule"] == "vanilla") / 4
+    assert report["schedules"]["vanilla"]["clip"] == pytest.approx(mean)
 
 
 @pytest.mark.parametrize(
