@@ -8,7 +8,8 @@ timed as ``stagevar bench`` times them (session creation to decoded image). Rank
 ``eval.txt`` (the table) and ``grid.png`` (vanilla | schedule | difference) under ``--out``.
 
 Seeds: sample ``k`` of the prompt at index ``i`` uses ``--seed + i * samples + k`` (``--seed + i`` with one sample),
-for every schedule and whatever the number of processes.
+for every schedule and whatever the number of processes. ``--batch-size`` splits a prompt's samples into
+generations of at most that many images (one batch of 4 for GenEval's 4 samples with ``--batch-size 4``).
 """
 
 from __future__ import annotations
@@ -87,29 +88,35 @@ def _generate(args, ctx: distributed.Context, records, layout, names) -> dict[st
     from ..models.infinity import to_uint8
     from ..timing import timer_for
 
-    family, new_session = _builder(args)
+    if args.random:
+        family = "star" if args.random.startswith("star") else "infinity"
+    else:
+        from ..cli import FAMILY_MODELS
+
+        family = FAMILY_MODELS[args.model][0]
     runners = {name: _runner(name, family, args.backend) for name in names}  # bad names fail before any work
-    device = torch.device(args.device)
     times: dict[str, list[float]] = {name: [] for name in names}
+    todo = [(record, name) for record in records for name in names if not layout.complete(record, name)]
+    if not todo:  # a finished run resumed: no model to load
+        return times
+    _, new_session = _builder(args)
+    device = torch.device(args.device)
     warm: set[str] = set()
-    for record in tqdm(records, desc="prompts", unit="prompt", disable=not ctx.is_main):
+    for record, name in tqdm(todo, desc="images", unit="prompt x schedule", disable=not ctx.is_main):
         seeds = [args.seed + record.index * layout.samples + k for k in range(layout.samples)]
-        for name in names:
-            if layout.complete(record, name):
-                continue
-            if name not in warm:
-                for _ in range(args.warmup):
-                    runners[name](new_session(record, seeds[: args.batch_size]), None)
-                warm.add(name)
-            parts = []
-            for start in range(0, len(seeds), args.batch_size):
-                timer = timer_for(device)
-                timer.start("total")
-                images = runners[name](new_session(record, seeds[start : start + args.batch_size]), timer)
-                timer.stop("total")
-                times[name].append(timer.finish()["total"])
-                parts.append(to_uint8(images).cpu())
-            layout.write(record, name, torch.cat(parts))
+        if name not in warm:
+            for _ in range(args.warmup):
+                runners[name](new_session(record, seeds[: args.batch_size]), None)
+            warm.add(name)
+        parts = []
+        for start in range(0, len(seeds), args.batch_size):
+            timer = timer_for(device)
+            timer.start("total")
+            images = runners[name](new_session(record, seeds[start : start + args.batch_size]), timer)
+            timer.stop("total")
+            times[name].append(timer.finish()["total"])
+            parts.append(to_uint8(images).cpu())
+        layout.write(record, name, torch.cat(parts))
     return times
 
 
