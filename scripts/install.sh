@@ -19,7 +19,7 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 $PIP "triton==3.6.*" numpy pillow tqdm setuptools wheel ninja
 if [ "${1:-}" = "--dev" ]; then
-    $PIP pytest pytest-benchmark ruff "transformers>=4.44" sentencepiece safetensors einops
+    $PIP pytest pytest-benchmark ruff "transformers>=4.44" sentencepiece safetensors einops "torchmetrics>=1.0"
 fi
 # torch is not a build requirement (an isolated build would fetch CUDA torch): build against the installed one.
 MAX_JOBS=${MAX_JOBS:-2} $PIP --no-build-isolation -e .

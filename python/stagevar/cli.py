@@ -1,4 +1,4 @@
-"""The ``stagevar`` command line: ``demo``, ``generate``, ``calibrate``, ``bench``, ``env``.
+"""The ``stagevar`` command line: ``demo``, ``generate``, ``calibrate``, ``eval``, ``bench``, ``env``.
 
 Every argument, input file and output location is checked before any model is built. Exit status: 0 on success,
 2 with one line ``stagevar: error: ...`` for a bad argument, path or file (also a checkpoint found unreadable or
@@ -294,11 +294,13 @@ def cmd_demo(args) -> int:
 
 
 def cmd_generate(args) -> int:
+    from .evaluation import distributed
     from .generate import generate
     from .schedule import resolve
 
     family = FAMILY_MODELS[args.model][0]
-    device = check_device(args.device)
+    ctx = distributed.init(args.device)  # under torchrun: this rank's share of the prompt batches, its own GPU
+    device = check_device(ctx.device)
     check_backend(args.backend, device)
     prompts = _prompts(args)
     schedule = _resolve(resolve, args.schedule, family)
@@ -307,16 +309,21 @@ def cmd_generate(args) -> int:
     _warn_if_extension_missing(device, args.quiet)
     out = Path(args.out)
 
-    model, vae, encode = _load_model(args, device)
-    factory = _session_factory(args, family, model, vae, encode)
-    with _progress(args, total=len(prompts), unit="image", desc="generate") as bar:
-        for start, batch in _batches(prompts, args.batch_size):
-            seeds = [args.seed + start + i for i in range(len(batch))]
+    jobs = distributed.generate_jobs(ctx, list(_batches(prompts, args.batch_size)), out)  # skips finished batches
+    if jobs:
+        model, vae, encode = _load_model(args, device)
+        factory = _session_factory(args, family, model, vae, encode)
+    with _progress(args, total=sum(len(b) for _, b in jobs), unit="image", desc="generate") as bar:
+        for start, batch in jobs:
+            seeds = [args.seed + start + i for i in range(len(batch))]  # a prompt's seed: its global index
             images = generate(factory(batch, seeds), schedule, backend=args.backend, seed=args.seed)
             for i, image in enumerate(images):
-                _save_png(image, out / f"{start + i:05d}.png")
+                _save_png(image, out / f"{start + i:05d}.png")  # atomic: a resumed run trusts what exists
             bar.update(len(batch))
-    print(f"wrote {len(prompts)} images to {out}")
+    ctx.barrier()
+    if ctx.is_main:
+        print(f"wrote {len(prompts)} images to {out}")
+    ctx.close()
     return 0
 
 
@@ -339,8 +346,13 @@ def cmd_calibrate(args) -> int:
 
         family = zoo.family_of(args.random)
     else:
+        from .evaluation.prompts import from_args
+
         family = FAMILY_MODELS[args.model][0]
-        prompts = _prompts(args)
+        try:  # plain text, GenEval JSONL or a DPG folder
+            prompts = [record.prompt for record in from_args(args)[0]]
+        except (ValueError, FileNotFoundError) as err:
+            raise UsageError(str(err)) from None
         _check_loading(args, family)
     base = _resolve(resolve, args.schedule, family)
     if not base.rank_ratios:
@@ -366,6 +378,9 @@ def cmd_calibrate(args) -> int:
 
         result = calibrate(counted(sessions), base, alpha=args.alpha)
     print(result.table())
+    table_json = args.table_json or str(Path(args.out).with_suffix(".table.json"))
+    result.save_table(table_json)
+    print(f"wrote {table_json}: the mean ± std table")
     schedule = result.schedule()
     schedule.save(args.out)
     print(f"wrote {args.out}: {schedule.name}")
@@ -431,6 +446,12 @@ def cmd_env(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- parser
+def add_eval_parser(sub) -> None:
+    from .evaluation.command import add_eval_parser as add
+
+    add(sub)
+
+
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -501,6 +522,9 @@ def add_calibrate_parser(sub) -> None:
     p.add_argument("--schedule", default="paper", help="the schedule whose fidelity steps are calibrated")
     p.add_argument("--alpha", type=alpha_value, default=0.96, help="energy threshold of the rank (Eq. 4)")
     p.add_argument("--out", default="calibrated_schedule.json", help="the calibrated schedule JSON")
+    p.add_argument("--geneval-prompts", help="GenEval's evaluation_metadata.jsonl as the prompts")
+    p.add_argument("--dpg-prompts", help="DPG-Bench's prompts folder (one <id>.txt per prompt) as the prompts")
+    p.add_argument("--table-json", help="the mean ± std table as JSON (default: --out with .table.json)")
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -539,7 +563,14 @@ def add_env_parser(sub) -> None:
 
 
 # one function per subcommand; a new subcommand is one more entry
-SUBCOMMANDS = [add_demo_parser, add_generate_parser, add_calibrate_parser, add_bench_parser, add_env_parser]
+SUBCOMMANDS = [
+    add_demo_parser,
+    add_generate_parser,
+    add_calibrate_parser,
+    add_eval_parser,
+    add_bench_parser,
+    add_env_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
