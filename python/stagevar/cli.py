@@ -606,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stagevar: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as err:  # a file's content found bad while loading: a bad input
+    except (ValueError, FileNotFoundError, ImportError) as err:  # a bad input file, or a missing optional package
         if os.environ.get("STAGEVAR_TRACEBACK") == "1":
             raise
         print(f"stagevar: error: {_one_line(err)}", file=sys.stderr)

@@ -48,14 +48,15 @@ def test_calibrate_reads_geneval_prompts(tmp_path, monkeypatch, capsys):
     built = zoo.build("infinity-tiny")
     encoded = []
 
-    def fake_load(args):
+    def fake_load(args, device):
         def encode(prompts):
             encoded.append(list(prompts))
             return zoo.random_infinity_text(128, len(prompts), len(encoded))
 
-        return "infinity", built.model, built.vae, encode
+        return built.model, built.vae, encode
 
     monkeypatch.setattr(cli, "_load_model", fake_load)
+    monkeypatch.setattr(cli, "_check_loading", lambda args, family: None)  # no checkpoint files in the test
     out = tmp_path / "s.json"
     argv = ["calibrate", "--checkpoint", "m", "--vae", "v", "--text-encoder", "t", "--pn", "0.06M", "--device", "cpu"]
     argv += ["--geneval-prompts", str(DATA / "geneval_sample.jsonl"), "--batch-size", "3", "--out", str(out)]

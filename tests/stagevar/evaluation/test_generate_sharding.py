@@ -11,14 +11,15 @@ def fake_model(monkeypatch):
     built = zoo.build("infinity-tiny")
     seen = []
 
-    def fake_load(args):
+    def fake_load(args, device):
         def encode(prompts):
             seen.append(list(prompts))
             return zoo.random_infinity_text(128, len(prompts), 0)
 
-        return "infinity", built.model, built.vae, encode
+        return built.model, built.vae, encode
 
     monkeypatch.setattr(cli, "_load_model", fake_load)
+    monkeypatch.setattr(cli, "_check_loading", lambda args, family: None)  # no checkpoint files in the test
     return seen
 
 
