@@ -144,8 +144,8 @@ def bit_pair_probs(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tens
     Returns:
         ``(B*L*d, 2)`` float32 contiguous.
     """
-    B = logits.shape[0]
-    pairs = logits.reshape(B, -1, 2)
+    B, L, V2 = logits.shape
+    pairs = logits.reshape(B, L * (V2 // 2), 2)
     if top_k > 0:
         k = min(top_k, 2)
         remove = pairs < pairs.topk(k, largest=True, sorted=False, dim=-1)[0].amin(dim=-1, keepdim=True)
