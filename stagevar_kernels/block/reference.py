@@ -103,6 +103,15 @@ def qk_norm_rope(
     return q.contiguous()
 
 
+def residual_dtype(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, round_to_y: bool) -> torch.dtype:
+    """The dtype of :func:`residual_gate`'s result: torch's promotion of its expression."""
+    if gate is None:
+        return torch.promote_types(x.dtype, torch.float32)
+    if round_to_y:
+        return torch.promote_types(x.dtype, y.dtype)
+    return torch.promote_types(x.dtype, torch.promote_types(y.dtype, gate.dtype))
+
+
 def residual_gate(
     x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, scale: float, round_to_y: bool
 ) -> torch.Tensor:

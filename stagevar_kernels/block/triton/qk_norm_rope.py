@@ -91,9 +91,8 @@ def _qk_norm_rope_kernel(
     ch0 = offs_h[:, None] * head_dim + 2 * offs_p[None, :]  # channel 2j of each head, [BLOCK_H, BLOCK_P]
 
     row = qkv_ptr + r * stride_xr + l * stride_xl
-    q0_raw = tl.load(row + ch0 * stride_xc, mask=mask)
     DT: tl.constexpr = qkv_ptr.dtype.element_ty
-    q0 = upcast(q0_raw)
+    q0 = upcast(tl.load(row + ch0 * stride_xc, mask=mask))
     q1 = upcast(tl.load(row + (ch0 + 1) * stride_xc, mask=mask))
     k0 = upcast(tl.load(row + (C + ch0) * stride_xc, mask=mask))
     k1 = upcast(tl.load(row + (C + ch0 + 1) * stride_xc, mask=mask))

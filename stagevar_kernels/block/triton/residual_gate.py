@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..reference import residual_dtype
 from .rounding import cast_to, round_to, upcast
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -87,16 +88,8 @@ def residual_gate(x, y, gate, scale: float, round_to_y: bool) -> torch.Tensor:
         ``(R, L, C)`` contiguous in the promoted dtype (see the op's docstring).
     """
     R, L, C = x.shape
-    if gate is None:
-        out_dtype = torch.promote_types(x.dtype, torch.float32)
-        mode = MODE_PLAIN
-    elif round_to_y:
-        out_dtype = torch.promote_types(x.dtype, y.dtype)
-        mode = MODE_GATE_ROUNDED
-    else:
-        out_dtype = torch.promote_types(x.dtype, torch.promote_types(y.dtype, gate.dtype))
-        mode = MODE_GATE
-    out = torch.empty((R, L, C), dtype=out_dtype, device=x.device)
+    mode = MODE_PLAIN if gate is None else MODE_GATE_ROUNDED if round_to_y else MODE_GATE
+    out = torch.empty((R, L, C), dtype=residual_dtype(x, y, gate, round_to_y), device=x.device)
     if out.numel() == 0:
         return out
     g = x if gate is None else gate  # an unused pointer when there is no gate
