@@ -46,7 +46,7 @@ def test_paper_shapes_skip_semantics_and_guidance(tiny, monkeypatch):
     def spy(block, x, si, positions=None):
         rows_seen.setdefault(si, set()).add(x.shape[0])
         out = run_block(block, x, si, positions)
-        kv_rows.setdefault(si, set()).add(s.kv[id(block)][0].shape[0])
+        kv_rows.setdefault(si, set()).add(s.kv.k.shape[1])
         return out
 
     monkeypatch.setattr(s, "run_block", spy)
@@ -198,13 +198,13 @@ def test_compile_one_fidelity_unit_fullgraph(tiny):
     s.set_guidance("null")
     cache, x = x[1:], s.scale_input(first)
     blocks = s.units("chunk")[0]
-    kv_before = dict(s.kv)
+    kv_before = s.kv.mark()
 
     def unit(x, cache):
         return fidelity.fidelity_unit(s, blocks, x, first, rank=5, seed=3, cache=cache, cache_hw=s.scales[first - 1])
 
     eager = unit(x, cache)
-    s.kv = dict(kv_before)
+    s.kv.rewind(kv_before)
     torch._dynamo.reset()
     compiled = torch.compile(unit, fullgraph=True)
     torch.testing.assert_close(compiled(x, cache), eager, atol=1e-5, rtol=1e-5)

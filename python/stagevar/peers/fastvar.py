@@ -60,19 +60,20 @@ class _Updates:
 def _block(session, block, x: torch.Tensor, si: int, updates: _Updates) -> torch.Tensor:
     """One Infinity block with FastVAR's per-sublayer pruning (the math of ``blocks.block_forward``)."""
     eps = getattr(block, "norm_eps", 1e-6)
-    g1, g2, s1, s2, sh1, sh2 = (block.ada_gss.float() + session.gss).unbind(2)
+    consts = session.consts[session._block_index[id(block)]]
+    g1, g2, s1, s2, sh1, sh2 = consts.ada.unbind(2)
     table = session.rope_table(si)
-    key = id(block)
 
     xs, idx = updates.select(x)
-    sa_out, kv = self_attention(
-        block.sa, ada_layer_norm(xs, s1, sh1, eps), rope.gather_table(table, idx), session.kv.get(key)
+    # only the computed tokens' keys and values enter the cache, as released
+    sa_out = self_attention(
+        block.sa, ada_layer_norm(xs, s1, sh1, eps), rope.gather_table(table, idx), session.block_kv(block), None, consts
     )
-    session.kv[key] = kv  # only the computed tokens' keys and values enter the cache, as released
     x = x + updates.full("sa", sa_out.mul_(g1), idx)
 
     xs, idx = updates.select(x)
-    ca_out = cross_attention(block, xs, session.text, session.ca_bf16).float().mul_(getattr(block, "ca_gamma", 1.0))
+    ca_out = cross_attention(block, xs, session.text, session.ca_bf16, consts).float()
+    ca_out = ca_out.mul_(getattr(block, "ca_gamma", 1.0))
     x = x + updates.full("ca", ca_out, idx)
 
     xs, idx = updates.select(x)
@@ -104,7 +105,7 @@ def generate(
     Returns:
         ``(B, 3, H, W)`` float images in ``[0, 1]``, or ``None`` without ``decode``.
     """
-    for attr in ("gss", "text", "kv", "rope_table"):
+    for attr in ("consts", "text", "kv", "rope_table"):
         if not hasattr(session, attr):
             raise ValueError(
                 f"session: FastVAR as released is an Infinity method; {type(session).__name__} lacks {attr}"

@@ -24,16 +24,20 @@ import contextlib
 
 import torch
 
+from ...engine import StaticKV
 from ..session import GUIDANCES, UNIT_KINDS, rows_for
 from . import bitwise, rope
 from .blocks import (
+    BlockConsts,
     TextContext,
     attention_pool,
     block_forward,
     embed_codes,
     head_logits,
+    head_modulation,
     pad_rows,
     shared_gss,
+    text_kv,
     text_to_ca,
 )
 from .schedules import normalize_schedule, rope_grid, scale_starts
@@ -146,11 +150,27 @@ class InfinitySession:
             _cfg_insertion(cfg_insertion_layer, sum(map(len, self._chunks))) if self.use_cfg else (False, set())
         )
         self._layer = 0  # index of the next block within the current scale (for hidden-state CFG)
-        self._rope_tables: dict[int, torch.Tensor] = {}
-        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.summed: torch.Tensor | None = None
+        blocks = [b for chunk in self._chunks for b in chunk]
+        self._block_index = {id(b): i for i, b in enumerate(blocks)}
         with torch.no_grad(), self._amp():
             self._prepare_text(text, negative)
+            # per-block constants and every block's text K/V, once per generation
+            self.consts = [BlockConsts.of(b, self.gss) for b in blocks]
+            for b in blocks:
+                self.text.kv[id(b)] = text_kv(b.ca, self.text.feats)
+        # computed on the CPU as upstream (pow/cos/sin may differ by an ulp on a GPU), then moved, once per session
+        self._rope_tables = [rope.scale_table(h, w, *self.grid, self._head_dim).to(self.device) for h, w in self.scales]
+        self._rope_gathered = (None, None, None)  # (si, positions, table): one gather per unit in reduced steps
+        self._head_mod: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.kv = StaticKV(
+            len(blocks),
+            self.rows,
+            blocks[0].sa.num_heads,
+            sum(h * w for h, w in self.scales),
+            self._head_dim,
+            self.device,
+        )
 
     # -- setup -------------------------------------------------------------------------------------------------
     def _amp(self):
@@ -182,11 +202,23 @@ class InfinitySession:
 
     def rope_table(self, si: int) -> torch.Tensor:
         """fp32 ``(2, h*w, head_dim/2)`` cos/sin of scale ``si`` (positions in final-grid units)."""
-        if si not in self._rope_tables:
-            h, w = self.scales[si]
-            # computed on the CPU as upstream (pow/cos/sin may differ by an ulp on a GPU), then moved
-            self._rope_tables[si] = rope.scale_table(h, w, *self.grid, self._head_dim).to(self.device)
         return self._rope_tables[si]
+
+    def rope_angles(self, si: int, positions: torch.Tensor | None) -> torch.Tensor:
+        """The RoPE angles of a call at scale ``si`` (:func:`rope.gather_table`); the gather of the last
+        ``positions`` tensor is reused, so a unit's blocks share one gather."""
+        if positions is None:
+            return rope.gather_table(self._rope_tables[si], None)
+        last_si, last_pos, table = self._rope_gathered
+        if last_si != si or last_pos is not positions:
+            table = rope.gather_table(self._rope_tables[si], positions)
+            self._rope_gathered = (si, positions, table)
+        return table
+
+    def block_kv(self, block):
+        """The KV-cache reservation of ``block`` (:meth:`stagevar.engine.StaticKV.reserve` for its index)."""
+        index = self._block_index[id(block)]
+        return lambda length, dtype: self.kv.reserve(index, length, dtype)
 
     @torch.no_grad()
     def scale_input(self, si: int) -> torch.Tensor:
@@ -212,11 +244,10 @@ class InfinitySession:
         h, w = self.scales[si]
         if positions is None and x.shape[1] != h * w:
             raise ValueError(f"x: {x.shape[1]} tokens at scale {si} ({h}x{w}) need explicit positions")
-        cs = rope.gather_table(self.rope_table(si), positions)
-        key = id(block)
+        cs = self.rope_angles(si, positions)
+        consts = self.consts[self._block_index[id(block)]]
         with self._amp():
-            x, kv = block_forward(block, x, self.gss, self.text, cs, self.kv.get(key), None, self.ca_bf16)
-        self.kv[key] = kv
+            x = block_forward(block, x, None, self.text, cs, self.block_kv(block), None, self.ca_bf16, consts)
         layer, self._layer = self._layer, self._layer + 1
         cfg = self.cfg_list[si]
         if self.guidance == "cfg" and cfg != 1 and layer in self.cfg_layers:  # upstream's CFG on a hidden state
@@ -236,7 +267,8 @@ class InfinitySession:
         rows = rows_for(self.guidance, guidance, self.batch)
         if rows == slice(None):
             return
-        self.kv = {k: (a[rows], b[rows]) for k, (a, b) in self.kv.items()}
+        self.kv.keep_rows(rows)
+        self.consts = [c.select(rows) for c in self.consts]
         self.text = self.text.select(rows)
         self.cond_BD = self.cond_BD[rows]
         self.gss = self.gss[rows]
@@ -249,12 +281,12 @@ class InfinitySession:
         cfg, tau = self.cfg_list[si], self.tau_list[si]
         with torch.autocast(device_type=self.device.type, enabled=False):
             if self.guidance == "cfg" and cfg != 1 and self.cfg_on_logits:
-                raw = head_logits(self.model, x, self.cond_BD)
+                raw = head_logits(self.model, x, modulation=self._head_modulation(self.rows))
                 logits = raw.mul(1 / tau)
                 logits = cfg * logits[:B] + (1 - cfg) * logits[B:]
             else:
-                xr, cond = (x[:B], self.cond_BD[:B]) if self.guidance == "cfg" else (x, self.cond_BD)
-                raw = head_logits(self.model, xr, cond)
+                xr = x[:B] if self.guidance == "cfg" else x
+                raw = head_logits(self.model, xr, modulation=self._head_modulation(B))
                 logits = raw.mul(1 / tau)
             rec = {"head_logits": raw, "logits": logits.clone()} if self.record else None
             bits = bitwise.sample_bits(logits, self.top_k, self.top_p, self.generators)
@@ -267,6 +299,19 @@ class InfinitySession:
             rec["si"] = si
             self.records.append(rec)
 
+    def _head_modulation(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's AdaLN scale/shift of the first ``rows`` rows of ``cond_BD``, once per guidance and row count
+        (computed on exactly those rows, as upstream: a matrix product's bits may depend on its row count)."""
+        key = (self.guidance, rows)
+        if key not in self._head_mod:
+            self._head_mod[key] = head_modulation(self.model, self.cond_BD[:rows])
+        return self._head_mod[key]
+
+    def release_state(self) -> None:
+        """Free the KV cache and the text K/V (decoding needs only the codes)."""
+        self.kv.release()
+        self.text.kv.clear()
+
     def codes(self) -> torch.Tensor | None:
         """Accumulated codes fp32 ``(B, dv, 1, H, W)`` at full latent resolution (None before the first scale)."""
         return self.summed
@@ -275,6 +320,7 @@ class InfinitySession:
     def decode(self) -> torch.Tensor:
         if self.summed is None:
             raise RuntimeError("decode: no scale finished yet")
+        self.release_state()
         with self._amp():
             img = self.vae.decode(self.summed.squeeze(-3))
         return ((img.float() + 1) / 2).clamp_(0, 1)
