@@ -10,6 +10,7 @@ when the extension was built with CUDA, CUDA C++ kernels. The package imports wi
 compiled extension.
 """
 
+from . import block as block  # registers the fused block ops (torch.ops.stagevar.*)
 from .backends import BACKENDS, HAS_EXT, available_backends, default_backend
 from .ops import project_and_sample, restore_merge
 from .reference import RESTORE_MODES
