@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+import stagevar_kernels.block as block_ops
+
 from .rope import apply_rope
 
 _MAX_SCALE_MUL = math.log(100.0)
@@ -131,38 +133,63 @@ class BlockConsts:
 KVReserve = Callable[[int, torch.dtype], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-def self_attention(
-    sa,
-    h: torch.Tensor,
-    rope_cs: torch.Tensor,
-    kv: KVReserve | None = None,
-    attn_mask=None,
-    consts: BlockConsts | None = None,
-) -> torch.Tensor:
-    """Cos-attention with per-head scale and RoPE. ``h`` ``(R, L, C)``; ``rope_cs`` from ``rope.gather_table``.
+def self_attention(sa, h: torch.Tensor, rope_cs: torch.Tensor, cache=None, attn_mask=None):
+    """Cos-attention with per-head scale and RoPE, in upstream's data flow (unfused, the cache grown by ``cat``).
 
-    ``kv(L, dtype)`` reserves this call's place in the block's KV cache and returns ``(k_new, v_new, k_all, v_all)``
-    (see :meth:`stagevar.engine.StaticKV.reserve`): the keys (post-normalisation, post-RoPE, as upstream) and values
-    are written into ``k_new``/``v_new`` and the queries attend over ``k_all``/``v_all``. ``kv=None``: attend to
-    this call's own keys only (teacher forcing). Returns ``(R, L, C)``.
+    ``h`` ``(R, L, C)``; ``rope_cs`` from ``rope.gather_table``; ``cache`` ``(k, v)`` of earlier scales
+    ``(R, H, Lc, c)`` or None. Returns ``(out (R, L, C), (k, v))``, the K/V being the cache extended by this call's
+    keys (post-normalisation, post-RoPE, as upstream). The engine's :func:`attend_self` computes the same bits.
     """
     r, L, C = h.shape
     nh = sa.num_heads
     c = C // nh
-    bias = consts.qkv_bias if consts is not None else qkv_bias(sa)
+    bias = torch.cat((sa.q_bias, sa.zero_k_bias, sa.v_bias))
     qkv = _linear(h, sa.mat_qkv.weight, bias).view(r, L, 3, nh, c).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
-    q = F.normalize(q.float(), dim=-1, eps=1e-12).mul(consts.scale_mul if consts is not None else scale_mul(sa))
+    q = F.normalize(q.float(), dim=-1, eps=1e-12).mul(scale_mul(sa))
     k = F.normalize(k.float(), dim=-1, eps=1e-12)
     q, k = apply_rope(q, k, rope_cs)
     dt = v.dtype
     q, k = q.to(dt), k.to(dt)
-    if kv is not None:
-        k_new, v_new, k_all, v_all = kv(L, dt)
-        k_new.copy_(k)
-        v_new.copy_(v)
-        k, v = k_all, v_all
+    if cache is not None:
+        k = torch.cat((cache[0], k), dim=2)
+        v = torch.cat((cache[1], v), dim=2)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
+    out = out.transpose(1, 2).reshape(r, L, C)
+    return _linear(out, sa.proj.weight, sa.proj.bias), (k, v)
+
+
+def attend_self(
+    sa,
+    h: torch.Tensor,
+    rope_pair: tuple[torch.Tensor, torch.Tensor],
+    kv: KVReserve | None,
+    consts: BlockConsts,
+    attn_mask=None,
+) -> torch.Tensor:
+    """The engine's self-attention: qkv linear, one fused q/k norm + RoPE + cast that writes this call's K/V straight
+    into the cache, SDPA over the cache's views, output projection.
+
+    Args:
+        h: ``(R, L, C)`` the AdaLN output (in the qkv weight's dtype).
+        rope_pair: ``(cos, sin)`` fp32 ``(L, c/2)`` or ``(R, L, c/2)`` (:func:`rope.gather_pair`).
+        kv: ``kv(L, dtype) -> (k_new, v_new, k_all, v_all)`` (:meth:`stagevar.engine.StaticKV.reserve`), or None to
+            attend to this call's own keys only (teacher forcing).
+        consts: the block's :class:`BlockConsts`.
+    Returns ``(R, L, C)`` in the projection's dtype.
+    """
+    r, L, C = h.shape
+    nh = sa.num_heads
+    qkv = _linear(h, sa.mat_qkv.weight, consts.qkv_bias)  # (R, L, 3C)
+    dt = qkv.dtype
+    if kv is None:
+        k_new, v_new = qkv.new_empty(r, nh, L, C // nh), qkv.new_empty(r, nh, L, C // nh)
+        k_all, v_all = k_new, v_new
+    else:
+        k_new, v_new, k_all, v_all = kv(L, dt)
+    cos, sin = rope_pair
+    q = block_ops.qk_norm_rope(qkv, consts.scale_mul, cos, sin, k_new, v_new, rope_first=False)  # (R, H, L, c)
+    out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=attn_mask, scale=1.0)
     out = out.transpose(1, 2).reshape(r, L, C)
     return _linear(out, sa.proj.weight, sa.proj.bias)
 
@@ -177,11 +204,12 @@ def cross_attention(
         text.kv[key] = text_kv(ca, text.feats)
     k, v = text.kv[key]
     norm = block.ca_norm
-    if consts is not None:
-        weight, bias = consts.ca_norm_weight, consts.ca_norm_bias
+    if consts is not None:  # one fused LayerNorm + affine + cast for mat_q
+        xn = block_ops.norm_modulate(
+            x, consts.ca_norm_weight, consts.ca_norm_bias, eps=norm.eps, out_dtype=ca.mat_q.weight.dtype
+        )
     else:
-        weight, bias = norm.weight.float(), norm.bias.float()
-    xn = F.layer_norm(x.float(), (x.shape[-1],), weight, bias, norm.eps)
+        xn = F.layer_norm(x.float(), (x.shape[-1],), norm.weight.float(), norm.bias.float(), norm.eps)
     r, L, C = x.shape
     q = _linear(xn, ca.mat_q.weight, ca.mat_q.bias).view(r, L, ca.num_heads, ca.head_dim).transpose(1, 2)
     out = _attend_text(q, k, v, text.mask, 1.0 / math.sqrt(ca.head_dim), ca_bf16)
@@ -194,32 +222,54 @@ def ffn(f, h: torch.Tensor) -> torch.Tensor:
     return _linear(F.gelu(_linear(h, f.fc1.weight, f.fc1.bias), approximate="tanh"), f.fc2.weight, f.fc2.bias)
 
 
+def block_forward_upstream(block, x, gss, text: TextContext, rope_cs, cache=None, attn_mask=None, ca_bf16=False):
+    """One ``CrossAttnBlock`` in upstream's data flow (unfused; the self-attention cache grown by ``cat``): ``x``
+    ``(R, L, C)``, ``gss`` the shared AdaLN output ``(R, 1, 6, C)`` fp32. Returns ``(x_out (R, L, C), (k, v))`` with
+    the K/V extended as in :func:`self_attention`. :func:`block_forward` computes the same bits."""
+    eps = getattr(block, "norm_eps", 1e-6)
+    g1, g2, s1, s2, sh1, sh2 = (block.ada_gss.float() + gss).unbind(2)
+    sa_out, kv = self_attention(block.sa, ada_layer_norm(x, s1, sh1, eps), rope_cs, cache, attn_mask)
+    x = x + sa_out.mul_(g1)  # in place, as upstream: the product keeps sa_out's dtype
+    ca_gamma = getattr(block, "ca_gamma", 1.0)
+    x = x + cross_attention(block, x, text, ca_bf16).float().mul_(ca_gamma)
+    x = x + ffn(block.ffn, ada_layer_norm(x, s2, sh2, eps)).mul(g2)
+    return x, kv
+
+
 def block_forward(
     block,
-    x,
-    gss,
+    x: torch.Tensor,
     text: TextContext,
-    rope_cs,
-    kv: KVReserve | None = None,
+    rope_pair: tuple[torch.Tensor, torch.Tensor],
+    kv: KVReserve | None,
+    consts: BlockConsts,
     attn_mask=None,
     ca_bf16: bool = False,
-    consts: BlockConsts | None = None,
 ) -> torch.Tensor:
-    """One ``CrossAttnBlock``: ``x`` ``(R, L, C)``, ``gss`` the shared AdaLN output ``(R, 1, 6, C)`` fp32 (unused when
-    ``consts`` carries ``ada_gss + gss``). ``kv``: the block's KV cache as in :func:`self_attention`.
-    Returns ``x_out`` ``(R, L, C)``."""
+    """One ``CrossAttnBlock`` on the engine: fused AdaLN (``norm_modulate``), q/k norm + RoPE + KV write
+    (``qk_norm_rope``) and gated residuals (``residual_gate``); the same bits as :func:`block_forward_upstream`.
+
+    Args:
+        x: ``(R, L, C)`` the fp32 residual stream (bf16/fp16 in an all-half model).
+        text: the cross-attention text rows with every block's K/V.
+        rope_pair, kv: as :func:`attend_self`.
+        consts: the block's :class:`BlockConsts` (``ada`` = ``ada_gss + gss`` of the rows).
+    Returns ``(R, L, C)``.
+    """
     eps = getattr(block, "norm_eps", 1e-6)
-    ada = consts.ada if consts is not None else block.ada_gss.float() + gss
-    g1, g2, s1, s2, sh1, sh2 = ada.unbind(2)
-    sa_out = self_attention(block.sa, ada_layer_norm(x, s1, sh1, eps), rope_cs, kv, attn_mask, consts)
-    x = x + sa_out.mul_(g1)  # in place, as upstream: the product keeps sa_out's dtype
-    ca_out = cross_attention(block, x, text, ca_bf16, consts).float()
+    g1, g2, s1, s2, sh1, sh2 = consts.ada.unbind(2)
+    qkv_dt = block.sa.mat_qkv.weight.dtype
+    h = block_ops.norm_modulate(x, scale=s1, shift=sh1, eps=eps, out_dtype=qkv_dt)
+    sa_out = attend_self(block.sa, h, rope_pair, kv, consts, attn_mask)
+    x = block_ops.residual_gate(x, sa_out, g1, round_to_y=True)  # upstream: x + sa_out.mul_(g1)
+    ca_out = cross_attention(block, x, text, ca_bf16, consts)
     ca_gamma = getattr(block, "ca_gamma", 1)
-    if not (isinstance(ca_gamma, (int, float)) and ca_gamma == 1):  # x * 1 == x exactly: no launch for it
-        ca_out = ca_out.mul_(ca_gamma)
-    x = x + ca_out
-    x = x + ffn(block.ffn, ada_layer_norm(x, s2, sh2, eps)).mul(g2)
-    return x
+    if isinstance(ca_gamma, (int, float)):
+        x = block_ops.residual_gate(x, ca_out, scale=float(ca_gamma))  # x + ca_out.float() * ca_gamma
+    else:  # a learned (C,) layer scale, in its own dtype as upstream
+        x = x + ca_out.float().mul_(ca_gamma)
+    h = block_ops.norm_modulate(x, scale=s2, shift=sh2, eps=eps, out_dtype=block.ffn.fc1.weight.dtype)
+    return block_ops.residual_gate(x, ffn(block.ffn, h), g2)  # x + ffn(h).mul(g2)
 
 
 def text_to_ca(model, kv: torch.Tensor) -> torch.Tensor:
@@ -255,5 +305,5 @@ def head_logits(model, x: torch.Tensor, cond_BD: torch.Tensor | None = None, mod
     nm = model.head_nm
     scale, shift = modulation if modulation is not None else head_modulation(model, cond_BD)
     eps = getattr(nm, "norm_eps", 1e-6)
-    h = ada_layer_norm(x, scale, shift, eps)
+    h = block_ops.norm_modulate(x, scale=scale, shift=shift, eps=eps)  # fp32, as upstream's AdaLN before the head
     return F.linear(h, model.head.weight.float(), model.head.bias.float())

@@ -173,6 +173,10 @@ class InfinitySession:
         )
 
     # -- setup -------------------------------------------------------------------------------------------------
+    def autocast(self):
+        """The autocast context the session runs the transformer in (``amp_dtype``; none when it is None)."""
+        return self._amp()
+
     def _amp(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -205,15 +209,19 @@ class InfinitySession:
         return self._rope_tables[si]
 
     def rope_angles(self, si: int, positions: torch.Tensor | None) -> torch.Tensor:
-        """The RoPE angles of a call at scale ``si`` (:func:`rope.gather_table`); the gather of the last
-        ``positions`` tensor is reused, so a unit's blocks share one gather."""
+        """``(cos, sin)`` of a call at scale ``si`` (:func:`rope.gather_pair`); the gather of the last ``positions``
+        tensor is reused, so a unit's blocks share one gather."""
         if positions is None:
-            return rope.gather_table(self._rope_tables[si], None)
-        last_si, last_pos, table = self._rope_gathered
+            return rope.gather_pair(self._rope_tables[si], None)
+        last_si, last_pos, pair = self._rope_gathered
         if last_si != si or last_pos is not positions:
-            table = rope.gather_table(self._rope_tables[si], positions)
-            self._rope_gathered = (si, positions, table)
-        return table
+            pair = rope.gather_pair(self._rope_tables[si], positions)
+            self._rope_gathered = (si, positions, pair)
+        return pair
+
+    def block_consts(self, block) -> BlockConsts:
+        """The per-generation constants of ``block`` (rows of the current guidance)."""
+        return self.consts[self._block_index[id(block)]]
 
     def block_kv(self, block):
         """The KV-cache reservation of ``block`` (:meth:`stagevar.engine.StaticKV.reserve` for its index)."""
@@ -247,7 +255,7 @@ class InfinitySession:
         cs = self.rope_angles(si, positions)
         consts = self.consts[self._block_index[id(block)]]
         with self._amp():
-            x = block_forward(block, x, None, self.text, cs, self.block_kv(block), None, self.ca_bf16, consts)
+            x = block_forward(block, x, self.text, cs, self.block_kv(block), consts, None, self.ca_bf16)
         layer, self._layer = self._layer, self._layer + 1
         cfg = self.cfg_list[si]
         if self.guidance == "cfg" and cfg != 1 and layer in self.cfg_layers:  # upstream's CFG on a hidden state

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import stagevar_kernels.block as block_ops
+
 from .rope import apply_rope
 
 MAX_SCALE_MUL = math.log(100.0)
@@ -101,7 +103,9 @@ class BlockConsts:
     def of(cls, block: nn.Module) -> BlockConsts:
         attn = block.attn
         return cls(
-            torch.cat((attn.q_bias, attn.zero_k_bias, attn.v_bias)), _scale_mul(attn), _scale_mul(block.cross_attn)
+            torch.cat((attn.q_bias, attn.zero_k_bias, attn.v_bias)),
+            _scale_mul(attn).float(),
+            _scale_mul(block.cross_attn),
         )
 
 
@@ -213,3 +217,36 @@ def block_forward(
         tk, tv = cross_text_kv(block.cross_attn, hidden)
         x = x + cross_attention(block.cross_attn, ln(x), tk, tv, bias)[0]
     return x + ffn_forward(block.ffn, ln(x))
+
+
+def _ln(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``ln_wo_grad(x)``: one fused op on the fp32 stream (the module itself on a half-precision stream)."""
+    if x.dtype != torch.float32:
+        return block.ln_wo_grad(x)
+    return block_ops.norm_modulate(x, eps=block.ln_wo_grad.eps)
+
+
+def block_forward_static(block: nn.Module, x: torch.Tensor, cos, sin, *, kv, text_row0, consts: BlockConsts):
+    """One STAR block on the engine: the same bits as :func:`block_forward` with ``kv_append``/``text_row0``.
+
+    Args:
+        x: ``(R, L, C)`` the residual stream.
+        cos, sin: RoPE ``(L, c/2)`` or ``(R, L, c/2)`` float32, or None.
+        kv: ``kv(L, dtype) -> (k_new, v_new, k_all, v_all)`` (:meth:`stagevar.engine.StaticKV.reserve`):
+            the fused q/k RoPE + norm writes this call's K/V into ``k_new``/``v_new``; queries attend over
+            ``k_all``/``v_all``.
+        text_row0: ``(k, v, bias)`` of the current row 0's text (see :func:`block_forward`).
+        consts: the block's :class:`BlockConsts`.
+    Returns ``(R, L, C)``.
+    """
+    attn = block.attn
+    R, L, C = x.shape
+    qkv = F.linear(_ln(block, x), attn.mat_qkv.weight, consts.qkv_bias)  # (R, L, 3C)
+    k_new, v_new, k_all, v_all = kv(L, qkv.dtype)
+    q = block_ops.qk_norm_rope(qkv, consts.sa_scale_mul, cos, sin, k_new, v_new, rope_first=True)
+    x = block_ops.residual_gate(x, attend(attn, q, k_all, v_all))
+    tk, tv, tb = text_row0
+    x = block_ops.residual_gate(
+        x, cross_attention(block.cross_attn, _ln(block, x[:1]), tk, tv, tb, consts.ca_scale_mul)
+    )
+    return block_ops.residual_gate(x, ffn_forward(block.ffn, _ln(block, x)))

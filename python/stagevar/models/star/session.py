@@ -29,7 +29,7 @@ from torch import nn
 
 from ...engine import StaticKV
 from ..session import UNIT_KINDS, rows_for
-from .blocks import BlockConsts, block_forward, cross_text_kv, num_heads_of, text_bias
+from .blocks import BlockConsts, block_forward_static, cross_text_kv, num_heads_of, text_bias
 from .quant import add_scale_codes, next_scale_input
 from .rope import rope_tables
 from .sampling import sample_tokens
@@ -164,8 +164,8 @@ class STARSession:
         with self._amp():
             return [(*cross_text_kv(b.cross_attn, self.hidden[:1]), self.bias[:1]) for b in self.model.blocks]
 
-    def _append(self, index: int):
-        return lambda k, v: self.kv.append(index, k, v)
+    def _reserve(self, index: int):
+        return lambda length, dtype: self.kv.reserve(index, length, dtype)
 
     @torch.no_grad()
     def run_block(self, block: nn.Module, x: torch.Tensor, si: int, positions: torch.Tensor | None = None):
@@ -187,14 +187,8 @@ class STARSession:
             cos, sin = cos[positions], sin[positions]
         index = self._block_index[id(block)]
         with self._amp():
-            return block_forward(
-                block,
-                x,
-                cos,
-                sin,
-                kv_append=self._append(index),
-                text_row0=self._text0[index],
-                consts=self.consts[index],
+            return block_forward_static(
+                block, x, cos, sin, kv=self._reserve(index), text_row0=self._text0[index], consts=self.consts[index]
             )
 
     def set_guidance(self, guidance: str) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from star_helpers import make_text, tiny
@@ -261,12 +259,10 @@ def test_phi_index_of_1024_schedule():
 
 def test_real_1024_schedule_tiny_width():
     model, vae = tiny(patch_nums=PATCH_NUMS_1024, depth=1, width=64, heads=2)
-    t0 = time.perf_counter()
     s = run_scales(new_session(model, vae, make_text(1), batch=1, seeds=0, **KW))
     assert s.kv.filled[0] == 9451
     img = s.decode()
     assert img.shape == (1, 3, 256, 256)
-    assert time.perf_counter() - t0 < 60
 
 
 def test_inference_mode_and_records(tiny_model):
