@@ -12,10 +12,13 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import resource
+import sys
 
 import torch
 
 from . import zoo
+from .engine import count_launches
 from .generate import generate
 from .schedule import resolve
 from .timing import medians, timer_for
@@ -138,6 +141,13 @@ def run(
         entry = {"ms": medians(runs), "runs": runs}
         if dev.type == "cuda":
             entry["peak_memory_bytes"] = torch.cuda.max_memory_allocated(dev)
+        else:  # the process's high-water mark so far (it only grows: compare schedules in separate processes)
+            entry["max_rss_bytes"] = _max_rss_bytes()
+        # one more, untimed generation under the dispatch counter: kernel-launching ops (device-independent)
+        _, counter = count_launches(run_one, built.new_session(batch=batch, seed=seed), None)
+        steps = sum(1 for label in runs[0] if label.startswith("scale"))
+        entry["launches"] = counter.total
+        entry["launches_per_step"] = counter.total / max(1, steps)
         entry["op_ms"] = entry["ms"].get("ops", 0.0)
         result["schedules"][name] = entry
     if text_encoder if text_encoder is not None else dev.type == "cuda":  # a 1.2B-parameter T5 is slow on a CPU
@@ -146,6 +156,12 @@ def run(
     for entry in result["schedules"].values():
         entry["speedup"] = base / entry["ms"]["total"]
     return result
+
+
+def _max_rss_bytes() -> int:
+    """Peak resident set size of this process (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 def table(result: dict) -> str:
@@ -163,6 +179,10 @@ def table(result: dict) -> str:
     rows.append(["speedup", "", ""] + [f"{result['schedules'][n]['speedup']:.2f}x" for n in names])
     if all("op_ms" in result["schedules"][n] for n in names):
         rows.append(["in ops", "", ""] + [f"{result['schedules'][n]['op_ms']:.2f}" for n in names])
+    if all("launches_per_step" in result["schedules"][n] for n in names):
+        rows.append(["launches/step", "", ""] + [f"{result['schedules'][n]['launches_per_step']:.0f}" for n in names])
+    if all("max_rss_bytes" in result["schedules"][n] for n in names):
+        rows.append(["max RSS GiB", "", ""] + [f"{result['schedules'][n]['max_rss_bytes'] / 2**30:.2f}" for n in names])
     if all("peak_memory_bytes" in result["schedules"][n] for n in names):
         rows.append(
             ["peak GiB", "", ""] + [f"{result['schedules'][n]['peak_memory_bytes'] / 2**30:.2f}" for n in names]

@@ -210,6 +210,38 @@ def test_compile_one_fidelity_unit_fullgraph(tiny):
     torch.testing.assert_close(compiled(x, cache), eager, atol=1e-5, rtol=1e-5)
 
 
+def test_compile_whole_scale_steps_fullgraph_equals_eager(tiny):
+    # The computed part of a full step and of a reduced step (every unit, both StageVAR ops, the fused block ops
+    # writing into the static KV cache) traces as one graph (fullgraph: no break) and computes what eager computes.
+    from stagevar.fidelity import UnitOptions
+    from stagevar.generate import UnitOutputs, scale_step
+
+    schedule = presets("infinity")["paper"]
+    eager_s, traced_s = _session(tiny, batch=2), _session(tiny, batch=2)
+    units = [s.units(schedule.unit) for s in (eager_s, traced_s)]
+    plan = schedule.plan(len(eager_s.scales), len(units[0]))
+    first_reduced = next(k for k, st in enumerate(plan) if st.mode == "reduced")
+    options = UnitOptions.from_schedule(schedule)
+    outputs = [UnitOutputs([None] * len(units[0])) for _ in range(2)]
+    step_fn = torch.compile(scale_step, fullgraph=True, backend="aot_eager")
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        for k in range(first_reduced + 1):
+            step = plan[k]
+            keep = plan[k + 1].mode == "reduced"
+            xs = []
+            for i, s in enumerate((eager_s, traced_s)):
+                if s.guidance == "cfg" and step.guidance != "cfg":
+                    outputs[i].keep_rows(stagevar.models.session.rows_for(s.guidance, step.guidance, s.batch))
+                    s.set_guidance(step.guidance)
+                run = step_fn if i == 1 and k in (first_reduced - 1, first_reduced) else scale_step
+                xs.append(run(s, units[i], k, step, outputs[i], options, keep))
+            # AOT decomposes composite ops (linear -> addmm ...): equal up to fp32 rounding, not bit for bit
+            torch.testing.assert_close(xs[1], xs[0], atol=1e-5, rtol=1e-5)
+            for s in (eager_s, traced_s):
+                s.finish_scale(k, xs[0])  # the same codes for both sessions
+
+
 @pytest.mark.parametrize("preset,depth,chunks", [("paper-table7", 8, 8)])
 def test_depth_specific_presets_end_to_end(preset, depth, chunks):
     # paper-table7 is written for Infinity's 8 chunks: a thin model of that depth.

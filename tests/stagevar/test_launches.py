@@ -52,3 +52,13 @@ def test_counter_skips_views_and_counts_kernels():
     _, c = count_launches(lambda: torch.cat([x, x]) + 1)
     assert c.ops["aten.cat"] == 1 and c.total == 2
     assert launches(torch.ops.aten.mul.Tensor) and not launches(torch.ops.aten.view.default)
+
+
+def test_benchmark_reports_launches_and_memory():
+    from stagevar import benchmark
+
+    result = benchmark.run("infinity-tiny", ["vanilla", "paper"], warmup=0, repeats=1, text_encoder=False)
+    vanilla, paper = result["schedules"]["vanilla"], result["schedules"]["paper"]
+    assert vanilla["launches"] > paper["launches"] > 0  # paper skips the last steps
+    assert vanilla["launches_per_step"] == vanilla["launches"] / len(result["scales"])
+    assert vanilla["max_rss_bytes"] > 0 and "launches/step" in benchmark.table(result)
