@@ -100,6 +100,9 @@ class UnitOptions:
         )
 
 
+PAPER_OPTIONS = UnitOptions()  # the paper's defaults, built once (so a traced unit builds no object)
+
+
 def fidelity_unit(
     session: GenerationSession,
     blocks,
@@ -126,7 +129,7 @@ def fidelity_unit(
     Returns:
         ``(R, h*w, C)`` the unit's restored output, ``x.dtype``.
     """
-    opt = options or UnitOptions()
+    opt = options or PAPER_OPTIONS
     hw = session.scales[step]
     timer, backend = opt.timer, opt.backend
     timer.start("ops")

@@ -13,9 +13,12 @@ from stagevar.schedule import resolve
 BUDGET = 25  # kernel-launching ops per block per scale step (eager unfused code: 66)
 
 
+def _text():
+    return TextFeatures(torch.randn(5, 128, generator=torch.Generator().manual_seed(0)), [2, 3])
+
+
 def _session(model, vae):
-    text = TextFeatures(torch.randn(5, 128, generator=torch.Generator().manual_seed(0)), [2, 3])
-    return new_session(model, vae, get_scale_schedule(1.0, "0.06M"), text, seeds=0, cfg_list=3.0)
+    return new_session(model, vae, get_scale_schedule(1.0, "0.06M"), _text(), seeds=0, cfg_list=3.0)
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +65,21 @@ def test_benchmark_reports_launches_and_memory():
     assert vanilla["launches"] > paper["launches"] > 0  # paper skips the last steps
     assert vanilla["launches_per_step"] == vanilla["launches"] / len(result["scales"])
     assert vanilla["max_rss_bytes"] > 0 and "launches/step" in benchmark.table(result)
+    baseline = result["baseline"]  # vanilla in upstream's data flow: more launches per step
+    assert baseline["launches_per_step"] > vanilla["launches_per_step"] and baseline["ms"]["total"] > 0
+
+
+@pytest.mark.parametrize("preset", ["vanilla", "paper"])
+def test_upstream_data_flow_gives_the_same_bits(tiny, preset):
+    model, vae = tiny
+    text = TextFeatures(torch.randn(5, 128, generator=torch.Generator().manual_seed(1)), [2, 3])
+    images = []
+    for engine in ("static", "upstream"):
+        s = new_session(model, vae, get_scale_schedule(1.0, "0.06M"), text, seeds=[3, 4], cfg_list=3.0, engine=engine)
+        images.append(stagevar.generate(s, resolve(preset, "infinity")))
+    assert torch.equal(images[0], images[1])
+
+
+def test_engine_argument_is_checked(tiny):
+    with pytest.raises(ValueError, match="^engine"):
+        new_session(*tiny, get_scale_schedule(1.0, "0.06M"), _text(), engine="graphs")

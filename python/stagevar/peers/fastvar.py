@@ -23,7 +23,8 @@ import stagevar_kernels
 import stagevar_kernels.block as block_ops
 
 from ..fidelity import gather_rows, pivotal_rows
-from ..models.infinity.blocks import attend_self, cross_attention, ffn
+from ..models.infinity.blocks import attend_self, ffn
+from ..models.session import GenerationSession
 from ..timing import StepTimer
 
 RELEASED_DROP = (0.4, 0.5)  # fraction of tokens dropped at the two pruned steps (released: widths 32 and 40)
@@ -70,7 +71,7 @@ def _block(session, block, x: torch.Tensor, si: int, updates: _Updates) -> torch
     x = x + updates.full("sa", sa_out.mul_(g1), idx)
 
     xs, idx = updates.select(x)
-    ca_out = cross_attention(block, xs, session.text, session.ca_bf16, consts).float()
+    ca_out = session.cross_attend(block, xs).float()
     x = x + updates.full("ca", ca_out.mul_(getattr(block, "ca_gamma", 1.0)), idx)
 
     xs, idx = updates.select(x)
@@ -80,7 +81,7 @@ def _block(session, block, x: torch.Tensor, si: int, updates: _Updates) -> torch
 
 
 def generate(
-    session,
+    session: GenerationSession,
     *,
     drop: tuple[float, ...] = RELEASED_DROP,
     layers=RELEASED_LAYERS,
@@ -103,7 +104,7 @@ def generate(
     Returns:
         ``(B, 3, H, W)`` float images in ``[0, 1]``, or ``None`` without ``decode``.
     """
-    for attr in ("block_consts", "block_kv", "rope_angles", "text"):
+    for attr in ("block_consts", "block_kv", "rope_angles", "cross_attend", "autocast"):
         if not hasattr(session, attr):
             raise ValueError(
                 f"session: FastVAR as released is an Infinity method; {type(session).__name__} lacks {attr}"

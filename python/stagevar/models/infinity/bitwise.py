@@ -54,6 +54,21 @@ def sample_bits(logits_BLV: torch.Tensor, top_k: int, top_p: float, generators) 
     return bits.view(B, L, V2 // 2)
 
 
+def sample_bits_upstream(logits_BLV: torch.Tensor, top_k: int, top_p: float, generators) -> torch.Tensor:
+    """:func:`sample_bits` in upstream's data flow (the filter of :func:`top_k_top_p_` in place, then ``softmax``):
+    the same bits, more launches. ``logits_BLV`` is modified in place."""
+    B, L, V2 = logits_BLV.shape
+    pairs = logits_BLV.reshape(B, -1, 2)
+    probs = top_k_top_p_(pairs, top_k, top_p).softmax(dim=-1)
+    if isinstance(generators, (list, tuple)):
+        if len(generators) != B:
+            raise ValueError(f"generators: expected {B}, got {len(generators)}")
+        bits = torch.stack([torch.multinomial(probs[b], 1, generator=g)[:, 0] for b, g in enumerate(generators)])
+    else:
+        bits = torch.multinomial(probs.view(-1, 2), 1, generator=generators).view(B, -1)
+    return bits.view(B, L, V2 // 2)
+
+
 def bits_to_codes(bits_BLd: torch.Tensor, h: int, w: int, codebook_dim: int, patchify: bool) -> torch.Tensor:
     """Bits ``(B, h*w, d)`` -> codes fp32 ``(B, dv, 1, H, W)``: bit b -> (2b - 1)/sqrt(dv), then an l2 norm over the
     channel (a no-op up to rounding, kept as upstream). With the 2x2 patchify (8B) ``d = 4 dv``, ``(H, W) = (2h, 2w)``

@@ -32,6 +32,8 @@ from .blocks import (
     TextContext,
     attention_pool,
     block_forward,
+    block_forward_upstream,
+    cross_attention,
     embed_codes,
     head_logits,
     head_modulation,
@@ -42,6 +44,8 @@ from .blocks import (
 )
 from .schedules import normalize_schedule, rope_grid, scale_starts
 from .text import TextFeatures, cfg_rows
+
+ENGINES = ("static", "upstream")  # the engine's data flow, or upstream's (growing cat KV, unfused math): a baseline
 
 
 def _as_list(v, n: int, name: str) -> list[float]:
@@ -90,6 +94,12 @@ def model_blocks(model) -> list[list]:
 class InfinitySession:
     """One generation of ``batch`` images. Build it with :func:`new_session`.
 
+    The surface a method that runs blocks its own way uses (the FastVAR peer): :meth:`autocast`,
+    :meth:`block_consts` (per-block constants of the rows), :meth:`block_kv` (the block's place in the static KV
+    cache), :meth:`rope_angles` (RoPE of a call), :meth:`cross_attend` (a block's cross-attention over the text rows)
+    and ``cfg_layers``; with :func:`~stagevar.models.infinity.blocks.attend_self` and the ``stagevar_kernels.block``
+    ops they compute exactly what :meth:`run_block` computes.
+
     Attributes: ``scales`` ``[(h, w)]``; ``batch``; ``guidance`` (``"cfg"``: 2B rows, prompt rows first; ``"cond"`` or
     ``"null"``: B rows); ``width`` (C); ``rows`` (current row count); ``record`` (per-scale ``records`` list of dicts
     with ``logits`` (B, L, V) after the CFG mix and tau, before top-k/top-p, ``head_logits`` (R, L, V) raw head
@@ -114,7 +124,11 @@ class InfinitySession:
         amp_dtype="auto",
         ca_bf16=False,
         cfg_insertion_layer=0,
+        engine="static",
     ):
+        if engine not in ENGINES:
+            raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
+        self.engine = engine
         self.model, self.vae = model, vae
         self.scales = normalize_schedule(scale_schedule)
         n = len(self.scales)
@@ -171,6 +185,7 @@ class InfinitySession:
             self._head_dim,
             self.device,
         )
+        self._cat_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # engine="upstream" only
 
     # -- setup -------------------------------------------------------------------------------------------------
     def autocast(self):
@@ -219,6 +234,11 @@ class InfinitySession:
             self._rope_gathered = (si, positions, pair)
         return pair
 
+    def cross_attend(self, block, x: torch.Tensor) -> torch.Tensor:
+        """``block``'s cross-attention (``ca(ca_norm(x), text)``) on ``x`` ``(R, L, C)`` over this generation's text
+        rows: ``(R, L, C)`` in the projection's dtype (call inside :meth:`autocast`)."""
+        return cross_attention(block, x, self.text, self.ca_bf16, self.block_consts(block))
+
     def block_consts(self, block) -> BlockConsts:
         """The per-generation constants of ``block`` (rows of the current guidance)."""
         return self.consts[self._block_index[id(block)]]
@@ -252,10 +272,17 @@ class InfinitySession:
         h, w = self.scales[si]
         if positions is None and x.shape[1] != h * w:
             raise ValueError(f"x: {x.shape[1]} tokens at scale {si} ({h}x{w}) need explicit positions")
-        cs = self.rope_angles(si, positions)
-        consts = self.consts[self._block_index[id(block)]]
         with self._amp():
-            x = block_forward(block, x, self.text, cs, self.block_kv(block), consts, None, self.ca_bf16)
+            if self.engine == "upstream":  # upstream's data flow: unfused math, the cache grown by cat
+                cs = rope.gather_table(self._rope_tables[si], positions)
+                x, kv = block_forward_upstream(
+                    block, x, self.gss, self.text, cs, self._cat_kv.get(id(block)), None, self.ca_bf16
+                )
+                self._cat_kv[id(block)] = kv
+            else:
+                cs = self.rope_angles(si, positions)
+                consts = self.consts[self._block_index[id(block)]]
+                x = block_forward(block, x, self.text, cs, self.block_kv(block), consts, None, self.ca_bf16)
         layer, self._layer = self._layer, self._layer + 1
         cfg = self.cfg_list[si]
         if self.guidance == "cfg" and cfg != 1 and layer in self.cfg_layers:  # upstream's CFG on a hidden state
@@ -276,6 +303,7 @@ class InfinitySession:
         if rows == slice(None):
             return
         self.kv.keep_rows(rows)
+        self._cat_kv = {k: (a[rows], b[rows]) for k, (a, b) in self._cat_kv.items()}
         self.consts = [c.select(rows) for c in self.consts]
         self.text = self.text.select(rows)
         self.cond_BD = self.cond_BD[rows]
@@ -297,7 +325,8 @@ class InfinitySession:
                 raw = head_logits(self.model, xr, modulation=self._head_modulation(B))
                 logits = raw.mul(1 / tau)
             rec = {"head_logits": raw, "logits": logits.clone()} if self.record else None
-            bits = bitwise.sample_bits(logits, self.top_k, self.top_p, self.generators)
+            sample = bitwise.sample_bits_upstream if self.engine == "upstream" else bitwise.sample_bits
+            bits = sample(logits, self.top_k, self.top_p, self.generators)
             codes = bitwise.bits_to_codes(bits, h, w, self.codebook_dim, self.patchify)
             last = si == len(self.scales) - 1
             self.summed = bitwise.accumulate(self.summed, codes, self.vae_scales[-1], last)
@@ -318,6 +347,7 @@ class InfinitySession:
     def release_state(self) -> None:
         """Free the KV cache and the text K/V (decoding needs only the codes)."""
         self.kv.release()
+        self._cat_kv.clear()
         self.text.kv.clear()
 
     def codes(self) -> torch.Tensor | None:
@@ -357,6 +387,9 @@ def new_session(model, vae, scale_schedule, text, **kwargs) -> InfinitySession:
         cfg_insertion_layer: upstream's choice of where CFG mixes the two branches: 0 (the logits; every official
             script) or ``-k`` (the output of block ``depth - k``, then logits of the prompt rows; ``gen_one_img``'s
             default -5), or a list of such values.
+        engine: ``"static"`` (preallocated KV cache, fused block ops: the library's engine) or ``"upstream"``
+            (upstream's data flow: the KV cache grown by ``cat``, unfused block math; the same bits on CPU), the
+            baseline the benchmark times.
     """
     return InfinitySession(model, vae, scale_schedule, text, **kwargs)
 
