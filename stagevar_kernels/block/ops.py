@@ -47,14 +47,6 @@ def resolve_backend(backend: str | None, device: torch.device) -> str:
     return backend
 
 
-def _result_dtype_residual(x, y, gate, round_to_y) -> torch.dtype:
-    if gate is None:
-        return torch.promote_types(x.dtype, torch.float32)
-    if round_to_y:
-        return torch.promote_types(x.dtype, y.dtype)
-    return torch.promote_types(x.dtype, torch.promote_types(y.dtype, gate.dtype))
-
-
 # ----------------------------------------------------------------------------------------------- implementations
 
 
@@ -116,7 +108,7 @@ def _qk_norm_rope_fake(qkv, scale_mul, cos, sin, k_out, v_out, *, rope_first, ep
 
 @torch.library.register_fake("stagevar::residual_gate")
 def _residual_gate_fake(x, y, gate=None, *, scale=1.0, round_to_y=False, backend=None):
-    return x.new_empty(x.shape, dtype=_result_dtype_residual(x, y, gate, round_to_y))
+    return x.new_empty(x.shape, dtype=reference.residual_dtype(x, y, gate, round_to_y))
 
 
 @torch.library.register_fake("stagevar::bit_pair_probs")

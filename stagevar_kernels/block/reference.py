@@ -103,6 +103,15 @@ def qk_norm_rope(
     return q.contiguous()
 
 
+def residual_dtype(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, round_to_y: bool) -> torch.dtype:
+    """The dtype of :func:`residual_gate`'s result: torch's promotion of its expression."""
+    if gate is None:
+        return torch.promote_types(x.dtype, torch.float32)
+    if round_to_y:
+        return torch.promote_types(x.dtype, y.dtype)
+    return torch.promote_types(x.dtype, torch.promote_types(y.dtype, gate.dtype))
+
+
 def residual_gate(
     x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None, scale: float, round_to_y: bool
 ) -> torch.Tensor:
@@ -144,8 +153,8 @@ def bit_pair_probs(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tens
     Returns:
         ``(B*L*d, 2)`` float32 contiguous.
     """
-    B = logits.shape[0]
-    pairs = logits.reshape(B, -1, 2)
+    B, L, V2 = logits.shape
+    pairs = logits.reshape(B, L * (V2 // 2), 2)
     if top_k > 0:
         k = min(top_k, 2)
         remove = pairs < pairs.topk(k, largest=True, sorted=False, dim=-1)[0].amin(dim=-1, keepdim=True)

@@ -75,7 +75,7 @@ def _block(N: int) -> tuple[int, int]:
     if _INTERPRET:  # ~0.6 ms per program instance in the interpreter: few, large programs
         return min(4096, triton.next_power_of_2(N)), 4
     # GPU: 1024 pairs per program at 4 warps is 8 pairs per thread (Infinity-2B's last step: 2 x 4096 x 32 pairs
-    # = 256 programs; untimed choice).
+    # = 256 programs; untimed choice). ptxas -v, sm_90a: 90 registers with 64-bit strides, no spills.
     return 1024, 4
 
 

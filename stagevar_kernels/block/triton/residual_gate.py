@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..reference import residual_dtype
 from .rounding import cast_to, round_to, upcast
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -72,9 +73,10 @@ def _blocks(L: int, C: int) -> tuple[int, int, int]:
     block_c = min(1024, triton.next_power_of_2(C))
     if _INTERPRET:  # ~0.6 ms per program instance in the interpreter: few, large programs
         return min(64, triton.next_power_of_2(L)), block_c, 4
-    # GPU: 4096 elements per program at 4 warps is 32 per thread (eight 16-byte fp32 vectors of x); at Infinity-2B's
-    # C = 2048 that is 2 rows per program, 4096 programs for R=2, L=4096 (untimed choice).
-    return max(1, 4096 // block_c), block_c, 4
+    # GPU: 2048 elements per program at 4 warps is 16 per thread (four 16-byte fp32 vectors of x); at Infinity-2B's
+    # C = 2048 one row per program, 8192 programs for R=2, L=4096 (untimed choice). ptxas -v, sm_90a: 58-72
+    # registers, no spills (fp32 x, fp32/bf16 y, all three modes); 4096 elements per program needed 127.
+    return max(1, 2048 // block_c), block_c, 4
 
 
 def residual_gate(x, y, gate, scale: float, round_to_y: bool) -> torch.Tensor:
@@ -86,16 +88,8 @@ def residual_gate(x, y, gate, scale: float, round_to_y: bool) -> torch.Tensor:
         ``(R, L, C)`` contiguous in the promoted dtype (see the op's docstring).
     """
     R, L, C = x.shape
-    if gate is None:
-        out_dtype = torch.promote_types(x.dtype, torch.float32)
-        mode = MODE_PLAIN
-    elif round_to_y:
-        out_dtype = torch.promote_types(x.dtype, y.dtype)
-        mode = MODE_GATE_ROUNDED
-    else:
-        out_dtype = torch.promote_types(x.dtype, torch.promote_types(y.dtype, gate.dtype))
-        mode = MODE_GATE
-    out = torch.empty((R, L, C), dtype=out_dtype, device=x.device)
+    mode = MODE_PLAIN if gate is None else MODE_GATE_ROUNDED if round_to_y else MODE_GATE
+    out = torch.empty((R, L, C), dtype=residual_dtype(x, y, gate, round_to_y), device=x.device)
     if out.numel() == 0:
         return out
     g = x if gate is None else gate  # an unused pointer when there is no gate

@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("triton")
 
 from stagevar_kernels.block import norm_modulate, reference  # noqa: E402
-from stagevar_kernels.block.testing import tolerance  # noqa: E402
+from stagevar_kernels.block.testing import assert_close_to_reference  # noqa: E402
 from stagevar_kernels.testing import strided_like  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -24,7 +24,7 @@ def _check(x, weight=None, bias=None, scale=None, shift=None, eps=1e-6, out_dtyp
     want = reference.norm_modulate(x, weight, bias, scale, shift, eps, out_dtype)
     got = norm_modulate(x, weight, bias, scale, shift, eps=eps, out_dtype=out_dtype, backend="triton")
     assert got.dtype == want.dtype and got.shape == want.shape and got.is_contiguous()
-    torch.testing.assert_close(got, want, **tolerance("norm_modulate", got.dtype))
+    assert_close_to_reference("norm_modulate", got, want)
 
 
 @pytest.mark.parametrize("shape", SHAPES)

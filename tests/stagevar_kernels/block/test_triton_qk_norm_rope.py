@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("triton")
 
 from stagevar_kernels.block import qk_norm_rope, reference  # noqa: E402
-from stagevar_kernels.block.testing import cache_views, tolerance  # noqa: E402
+from stagevar_kernels.block.testing import assert_close_to_reference, cache_views  # noqa: E402
 from stagevar_kernels.testing import strided_like  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -46,9 +46,8 @@ def _check(qkv, scale_mul, cos, sin, layout, rope_first):
     k_out, v_out, buf = cache_views(R, H, L, c, qkv.dtype, qkv.device, layout)
     q = qk_norm_rope(qkv, scale_mul, cos, sin, k_out, v_out, rope_first=rope_first, backend="triton")
     assert q.dtype == qkv.dtype and q.shape == (R, H, L, c) and q.is_contiguous()
-    tol = tolerance("qk_norm_rope", qkv.dtype)
-    torch.testing.assert_close(q, q_ref, **tol)
-    torch.testing.assert_close(k_out, k_ref, **tol)
+    assert_close_to_reference("qk_norm_rope", q, q_ref)
+    assert_close_to_reference("qk_norm_rope", k_out, k_ref)
     assert torch.equal(v_out, v_ref)
     written = torch.zeros(buf.shape, dtype=torch.bool, device=buf.device)
     for view in (k_out, v_out):
@@ -85,3 +84,42 @@ def test_zero_head_is_zero(device):
     qkv[:, :, 8:12] = 0
     _check(qkv, scale_mul, cos, sin, layout, False)
     _check(qkv, scale_mul, cos, sin, layout, True)
+
+
+def _star_under_cuda_autocast(qkv, scale_mul, cos, sin):
+    """STAR's order with the norm in float32 and one rounding at the end (``F.normalize`` under CUDA autocast)."""
+    q, k, _ = reference.split_heads(qkv, scale_mul.numel())
+    c, s = reference.rope_tables(cos, sin)
+    dt = qkv.dtype
+    q, k = reference.rotate_pairs(q, c, s).to(dt).float(), reference.rotate_pairs(k, c, s).to(dt).float()
+    q = (q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)).mul(scale_mul.reshape(1, -1, 1, 1)).to(dt)
+    k = (k / k.norm(dim=-1, keepdim=True).clamp_min(1e-12)).to(dt)
+    return q, k
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_star_norm_in_float32_without_intermediate_rounding(device, dtype, monkeypatch):
+    # The kernel's ROUND_NORM=False path, which CUDA autocast selects, on any device.
+    from stagevar_kernels.block.triton import qk_norm_rope as mod
+
+    monkeypatch.setattr(mod, "_round_norm", lambda qkv: False)
+    qkv, scale_mul, cos, sin, _ = _case(2, 3, 3, 12, dtype, device, "per_row")
+    q_want, k_want = _star_under_cuda_autocast(qkv, scale_mul, cos, sin)
+    k_out, v_out, _ = cache_views(2, 3, 3, 12, dtype, device)
+    q = qk_norm_rope(qkv, scale_mul, cos, sin, k_out, v_out, rope_first=True, backend="triton")
+    assert_close_to_reference("qk_norm_rope", q, q_want)
+    assert_close_to_reference("qk_norm_rope", k_out, k_want)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA autocast needs a CUDA device")
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_star_under_cuda_autocast(backend):
+    # Inside the op, F.normalize follows the caller's autocast like the inline STAR code: float32 norm, one rounding.
+    qkv, scale_mul, cos, sin, _ = _case(2, 3, 3, 12, torch.float16, "cuda", "per_row")
+    with torch.autocast("cuda", dtype=torch.float16):
+        k_out, v_out, _ = cache_views(2, 3, 3, 12, torch.float16, "cuda")
+        q = qk_norm_rope(qkv, scale_mul, cos, sin, k_out, v_out, rope_first=True, backend=backend)
+    q_want, k_want = _star_under_cuda_autocast(qkv, scale_mul, cos, sin)
+    assert_close_to_reference("qk_norm_rope", q, q_want)
+    assert_close_to_reference("qk_norm_rope", k_out, k_want)
