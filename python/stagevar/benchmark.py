@@ -12,10 +12,13 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import resource
+import sys
 
 import torch
 
 from . import zoo
+from .engine import count_launches
 from .generate import generate
 from .schedule import resolve
 from .timing import medians, timer_for
@@ -124,34 +127,60 @@ def run(
         "schedules": {},
     }
     for name in schedules:
-        run_one = _runner(name, built.family, backend)
-        for _ in range(warmup):
-            run_one(built.new_session(batch=batch, seed=seed), None)
-            tick(name)
-        _sync(dev)
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        runs = []
-        for r in range(repeats):
-            timer = timer_for(dev)
-            timer.start("total")
-            session = built.new_session(batch=batch, seed=seed + r)
-            run_one(session, timer)
-            timer.stop("total")
-            runs.append(timer.finish())
-            tick(name)
-        result["scales"] = [list(hw) for hw in session.scales]
-        entry = {"ms": medians(runs), "runs": runs}
-        if dev.type == "cuda":
-            entry["peak_memory_bytes"] = torch.cuda.max_memory_allocated(dev)
-        entry["op_ms"] = entry["ms"].get("ops", 0.0)
-        result["schedules"][name] = entry
+        result["schedules"][name] = _measure(
+            built, _runner(name, built.family, backend), dev, batch, seed, warmup, repeats, tick=lambda: tick(name)
+        )
+        result["scales"] = result["schedules"][name].pop("scales")
+    if built.family == "infinity":  # what users run today: vanilla in upstream's data flow (cat KV, unfused math)
+        vanilla = _runner("vanilla", built.family, backend)
+        entry = _measure(built, vanilla, dev, batch, seed, warmup, repeats, engine="upstream")
+        entry.pop("scales")
+        result["baseline"] = {"name": "vanilla, upstream data flow", **entry}
     if text_encoder if text_encoder is not None else dev.type == "cuda":  # a 1.2B-parameter T5 is slow on a CPU
         result["text_encoder_ms"] = _text_encoder_ms(built.family, batch, dev, max(1, repeats))
     base = result["schedules"][schedules[0]]["ms"]["total"]
     for entry in result["schedules"].values():
         entry["speedup"] = base / entry["ms"]["total"]
     return result
+
+
+def _measure(built, run_one, dev, batch, seed, warmup, repeats, tick=None, **session_kw) -> dict:
+    """Time ``run_one`` (medians of ``repeats`` after ``warmup``), then count its kernel-launching ops once.
+    ``tick()`` is called after each warm-up and timed generation."""
+    tick = tick or (lambda: None)
+    for _ in range(warmup):
+        run_one(built.new_session(batch=batch, seed=seed, **session_kw), None)
+        tick()
+    _sync(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    runs = []
+    for r in range(repeats):
+        timer = timer_for(dev)
+        timer.start("total")
+        session = built.new_session(batch=batch, seed=seed + r, **session_kw)
+        run_one(session, timer)
+        timer.stop("total")
+        runs.append(timer.finish())
+        tick()
+    entry = {"ms": medians(runs), "runs": runs, "scales": [list(hw) for hw in session.scales]}
+    if dev.type == "cuda":
+        entry["peak_memory_bytes"] = torch.cuda.max_memory_allocated(dev)
+    else:  # the process's high-water mark so far (it only grows: compare schedules in separate processes)
+        entry["max_rss_bytes"] = _max_rss_bytes()
+    # one more, untimed generation under the dispatch counter: kernel-launching ops (device-independent)
+    _, counter = count_launches(run_one, built.new_session(batch=batch, seed=seed, **session_kw), None)
+    steps = sum(1 for label in runs[0] if label.startswith("scale"))
+    entry["launches"] = counter.total
+    entry["launches_per_step"] = counter.total / max(1, steps)
+    entry["op_ms"] = entry["ms"].get("ops", 0.0)
+    return entry
+
+
+def _max_rss_bytes() -> int:
+    """Peak resident set size of this process (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 def table(result: dict) -> str:
@@ -169,12 +198,22 @@ def table(result: dict) -> str:
     rows.append(["speedup", "", ""] + [f"{result['schedules'][n]['speedup']:.2f}x" for n in names])
     if all("op_ms" in result["schedules"][n] for n in names):
         rows.append(["in ops", "", ""] + [f"{result['schedules'][n]['op_ms']:.2f}" for n in names])
+    if all("launches_per_step" in result["schedules"][n] for n in names):
+        rows.append(["launches/step", "", ""] + [f"{result['schedules'][n]['launches_per_step']:.0f}" for n in names])
+    if all("max_rss_bytes" in result["schedules"][n] for n in names):
+        rows.append(["max RSS GiB", "", ""] + [f"{result['schedules'][n]['max_rss_bytes'] / 2**30:.2f}" for n in names])
     if all("peak_memory_bytes" in result["schedules"][n] for n in names):
         rows.append(
             ["peak GiB", "", ""] + [f"{result['schedules'][n]['peak_memory_bytes'] / 2**30:.2f}" for n in names]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
+    if result.get("baseline"):
+        b = result["baseline"]
+        lines.append(
+            f"baseline ({b['name']}): total {b['ms']['total']:.2f} ms, {b['launches_per_step']:.0f} launches/step; "
+            f"{names[0]} is {b['ms']['total'] / result['schedules'][names[0]]['ms']['total']:.2f}x faster"
+        )
     head = (
         f"{result['model']} | batch {result['batch']} | {result['device']} | {result['date']} | "
         f"median of {result['repeats']} after {result['warmup']} warm-up"

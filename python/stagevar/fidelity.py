@@ -8,10 +8,13 @@ FastVAR's pivotal tokens unprojected (an ablation of the projection).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 import stagevar_kernels
 
+from .models.session import GenerationSession
 from .timing import StepTimer
 
 _MASK63 = (1 << 63) - 1
@@ -30,7 +33,9 @@ def rank_for(ratio: float, tokens: int) -> int:
     return min(tokens, max(1, round(ratio * tokens)))
 
 
-def run_blocks(session, blocks, x: torch.Tensor, step: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+def run_blocks(
+    session: GenerationSession, blocks, x: torch.Tensor, step: int, positions: torch.Tensor | None = None
+) -> torch.Tensor:
     """The unit's blocks in order on ``x`` ``(R, L, C)``."""
     for block in blocks:
         x = session.run_block(block, x, step, positions)
@@ -62,8 +67,44 @@ def lls_restore(x: torch.Tensor, xr: torch.Tensor, y: torch.Tensor) -> torch.Ten
     return torch.bmm(w_t.transpose(1, 2), y.float()).to(y.dtype)
 
 
+@dataclass(frozen=True)
+class UnitOptions:
+    """What every fidelity unit of one generation shares, built once per generation (:meth:`from_schedule`).
+
+    Attributes:
+        restore_mode: ``Up``'s interpolation (``area``, ``nearest``, ``bilinear``, ``bicubic``).
+        projection: ``rp`` (the paper), ``svd`` or ``prune`` (Table 2 ablations).
+        restoration: ``rtr`` (the paper) or ``lls``.
+        backend: backend of the two StageVAR ops (None: the device's default).
+        timer: the step timer; the two ops are timed under ``"ops"``.
+        seed: the generation's base projection seed (unit ``u`` of step ``k`` uses ``unit_seed(seed, k, u)``).
+    """
+
+    restore_mode: str = "area"
+    projection: str = "rp"
+    restoration: str = "rtr"
+    backend: str | None = None
+    timer: StepTimer = field(default_factory=StepTimer)
+    seed: int = 0
+
+    @classmethod
+    def from_schedule(cls, schedule, *, backend=None, timer=None, seed=None) -> UnitOptions:
+        """The options of a :class:`~stagevar.schedule.StageSchedule` (``seed`` None: ``schedule.seed``)."""
+        return cls(
+            restore_mode=schedule.restore_mode,
+            projection=schedule.projection,
+            restoration=schedule.restoration,
+            backend=backend,
+            timer=timer or StepTimer(),
+            seed=schedule.seed if seed is None else int(seed),
+        )
+
+
+PAPER_OPTIONS = UnitOptions()  # the paper's defaults, built once (so a traced unit builds no object)
+
+
 def fidelity_unit(
-    session,
+    session: GenerationSession,
     blocks,
     x: torch.Tensor,
     step: int,
@@ -72,41 +113,38 @@ def fidelity_unit(
     seed: int,
     cache: torch.Tensor,
     cache_hw: tuple[int, int],
-    restore_mode: str = "area",
-    projection: str = "rp",
-    restoration: str = "rtr",
-    backend: str | None = None,
-    timer: StepTimer | None = None,
+    options: UnitOptions | None = None,
 ) -> torch.Tensor:
     """Run one unit on a rank-``rank`` projection of ``x`` and restore its full output.
 
     Args:
-        session: the generation in flight (:class:`stagevar.models.session.GenerationSession`).
+        session: the generation in flight.
         blocks: the unit's blocks.
         x: ``(R, h*w, C)`` the unit's input at scale ``step``.
         rank: projected rows ``r``.
         seed: the projection seed of this (step, unit).
         cache: ``(R, h0*w0, C)`` the unit's output at the previous step (RTR's fill).
         cache_hw: ``(h0, w0)``.
-        timer: optional step timer; the two ops are timed under the label ``"ops"``.
+        options: the generation's :class:`UnitOptions` (None: the paper's defaults).
     Returns:
         ``(R, h*w, C)`` the unit's restored output, ``x.dtype``.
     """
+    opt = options or PAPER_OPTIONS
     hw = session.scales[step]
-    timer = timer or StepTimer()
+    timer, backend = opt.timer, opt.backend
     timer.start("ops")
-    if projection == "prune":  # ablation: FastVAR's pivotal rows as they are, no projection
+    if opt.projection == "prune":  # ablation: FastVAR's pivotal rows as they are, no projection
         idx = pivotal_rows(x, rank)
         xr = gather_rows(x, idx)
     else:
         xr, idx = stagevar_kernels.project_and_sample(x, rank, seed, backend=backend)
     timer.stop("ops")
-    if projection == "svd":
+    if opt.projection == "svd":
         xr = svd_features(x, rank)
     y = run_blocks(session, blocks, xr, step, positions=idx)
-    if restoration == "lls":
+    if opt.restoration == "lls":
         return lls_restore(x, xr, y)
     timer.start("ops")
-    out = stagevar_kernels.restore_merge(y, idx, cache.to(y.dtype), cache_hw, hw, restore_mode, backend=backend)
+    out = stagevar_kernels.restore_merge(y, idx, cache.to(y.dtype), cache_hw, hw, opt.restore_mode, backend=backend)
     timer.stop("ops")
     return out

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .fidelity import fidelity_unit, rank_for, run_blocks, unit_seed
-from .models.session import rows_for
+from .fidelity import UnitOptions, fidelity_unit, rank_for, run_blocks, unit_seed
+from .models.session import GenerationSession, rows_for
 from .schedule import StageSchedule
 from .timing import StepTimer
 
@@ -31,8 +31,53 @@ class UnitOutputs:
         self.tensors = [None if t is None else t[rows] for t in self.tensors]
 
 
+def scale_step(
+    session: GenerationSession,
+    units,
+    k: int,
+    step,
+    outputs: UnitOutputs,
+    options: UnitOptions,
+    keep_outputs: bool,
+    observer: UnitObserver | None = None,
+) -> torch.Tensor:
+    """The computed part of scale step ``k``: its input, then every unit (full, or RP -> blocks -> RTR in a reduced
+    step). One function over the session's state and ``outputs``, so that it can be traced or captured whole; the
+    head, sampling and code accumulation (``session.finish_scale``) stay outside it.
+
+    Args:
+        units: ``session.units(kind)``; step: the :class:`~stagevar.schedule` plan entry of step ``k``.
+        outputs: each unit's output at the last computed step (read in a reduced step; written when
+            ``keep_outputs``, i.e. the next step is reduced).
+    Returns ``(R, h*w, C)``: the last unit's output.
+    """
+    x = session.scale_input(k)
+    for u, blocks in enumerate(units):
+        if step.mode == "reduced":  # fidelity refinement: RP -> blocks on r rows -> RTR
+            x = fidelity_unit(
+                session,
+                blocks,
+                x,
+                k,
+                rank=rank_for(step.ratios[u], x.shape[1]),
+                seed=unit_seed(options.seed, k, u),
+                cache=outputs.tensors[u],
+                cache_hw=outputs.hw,
+                options=options,
+            )
+        else:  # semantic and structure steps (and full fidelity steps): the model as it is
+            if observer is not None:
+                observer(k, u, x)
+            x = run_blocks(session, blocks, x, k)
+        if keep_outputs:
+            outputs.tensors[u] = x
+    if keep_outputs:
+        outputs.hw = session.scales[k]
+    return x
+
+
 def generate(
-    session,
+    session: GenerationSession,
     schedule: StageSchedule,
     *,
     seed: int | None = None,
@@ -59,7 +104,7 @@ def generate(
         ``(B, 3, H, W)`` float images in ``[0, 1]``, or ``None`` without ``decode``.
     """
     timer = timer or StepTimer()
-    base_seed = schedule.seed if seed is None else seed
+    options = UnitOptions.from_schedule(schedule, backend=backend, timer=timer, seed=seed)
     units = session.units(schedule.unit)
     plan = schedule.plan(len(session.scales), len(units))
     outputs = UnitOutputs([None] * len(units))
@@ -72,32 +117,7 @@ def generate(
                 outputs.keep_rows(rows_for(session.guidance, step.guidance, session.batch))
                 session.set_guidance(step.guidance)  # slices the KV cache and the text rows once
             keep_outputs = k + 1 < len(plan) and plan[k + 1].mode == "reduced"
-            x = session.scale_input(k)
-            for u, blocks in enumerate(units):
-                if step.mode == "reduced":  # fidelity refinement: RP -> blocks on r rows -> RTR
-                    x = fidelity_unit(
-                        session,
-                        blocks,
-                        x,
-                        k,
-                        rank=rank_for(step.ratios[u], x.shape[1]),
-                        seed=unit_seed(base_seed, k, u),
-                        cache=outputs.tensors[u],
-                        cache_hw=outputs.hw,
-                        restore_mode=schedule.restore_mode,
-                        projection=schedule.projection,
-                        restoration=schedule.restoration,
-                        backend=backend,
-                        timer=timer,
-                    )
-                else:  # semantic and structure steps (and full fidelity steps): the model as it is
-                    if observer is not None:
-                        observer(k, u, x)
-                    x = run_blocks(session, blocks, x, k)
-                if keep_outputs:
-                    outputs.tensors[u] = x
-            if keep_outputs:
-                outputs.hw = session.scales[k]
+            x = scale_step(session, units, k, step, outputs, options, keep_outputs, observer)
             session.finish_scale(k, x)  # logits, sampling and code accumulation are unchanged
             timer.stop(f"scale{k}")
         if not decode:

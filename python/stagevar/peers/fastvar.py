@@ -20,10 +20,11 @@ from __future__ import annotations
 import torch
 
 import stagevar_kernels
+import stagevar_kernels.block as block_ops
 
 from ..fidelity import gather_rows, pivotal_rows
-from ..models.infinity import rope
-from ..models.infinity.blocks import ada_layer_norm, cross_attention, ffn, self_attention
+from ..models.infinity.blocks import attend_self, ffn
+from ..models.session import GenerationSession
 from ..timing import StepTimer
 
 RELEASED_DROP = (0.4, 0.5)  # fraction of tokens dropped at the two pruned steps (released: widths 32 and 40)
@@ -60,28 +61,27 @@ class _Updates:
 def _block(session, block, x: torch.Tensor, si: int, updates: _Updates) -> torch.Tensor:
     """One Infinity block with FastVAR's per-sublayer pruning (the math of ``blocks.block_forward``)."""
     eps = getattr(block, "norm_eps", 1e-6)
-    g1, g2, s1, s2, sh1, sh2 = (block.ada_gss.float() + session.gss).unbind(2)
-    table = session.rope_table(si)
-    key = id(block)
+    consts = session.block_consts(block)
+    g1, g2, s1, s2, sh1, sh2 = consts.ada.unbind(2)
 
     xs, idx = updates.select(x)
-    sa_out, kv = self_attention(
-        block.sa, ada_layer_norm(xs, s1, sh1, eps), rope.gather_table(table, idx), session.kv.get(key)
-    )
-    session.kv[key] = kv  # only the computed tokens' keys and values enter the cache, as released
+    h = block_ops.norm_modulate(xs, scale=s1, shift=sh1, eps=eps, out_dtype=block.sa.mat_qkv.weight.dtype)
+    # only the computed tokens' keys and values enter the cache, as released
+    sa_out = attend_self(block.sa, h, session.rope_angles(si, idx), session.block_kv(block), consts)
     x = x + updates.full("sa", sa_out.mul_(g1), idx)
 
     xs, idx = updates.select(x)
-    ca_out = cross_attention(block, xs, session.text, session.ca_bf16).float().mul_(getattr(block, "ca_gamma", 1.0))
-    x = x + updates.full("ca", ca_out, idx)
+    ca_out = session.cross_attend(block, xs).float()
+    x = x + updates.full("ca", ca_out.mul_(getattr(block, "ca_gamma", 1.0)), idx)
 
     xs, idx = updates.select(x)
-    x = x + updates.full("ffn", ffn(block.ffn, ada_layer_norm(xs, s2, sh2, eps)).mul(g2), idx)
+    h = block_ops.norm_modulate(xs, scale=s2, shift=sh2, eps=eps, out_dtype=block.ffn.fc1.weight.dtype)
+    x = x + updates.full("ffn", ffn(block.ffn, h).mul(g2), idx)
     return x
 
 
 def generate(
-    session,
+    session: GenerationSession,
     *,
     drop: tuple[float, ...] = RELEASED_DROP,
     layers=RELEASED_LAYERS,
@@ -104,7 +104,7 @@ def generate(
     Returns:
         ``(B, 3, H, W)`` float images in ``[0, 1]``, or ``None`` without ``decode``.
     """
-    for attr in ("gss", "text", "kv", "rope_table"):
+    for attr in ("block_consts", "block_kv", "rope_angles", "cross_attend", "autocast"):
         if not hasattr(session, attr):
             raise ValueError(
                 f"session: FastVAR as released is an Infinity method; {type(session).__name__} lacks {attr}"
@@ -118,7 +118,7 @@ def generate(
     timer = timer or StepTimer()
     blocks = [unit[0] for unit in session.units("block")]
     cached: dict[int, dict] = {id(b): {} for b in blocks}
-    with torch.inference_mode(), session._amp():
+    with torch.inference_mode(), session.autocast():
         for k in range(n - skip):
             timer.start(f"scale{k}")
             x = session.scale_input(k)

@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+import stagevar_kernels.block as block_ops
+
 
 def top_k_top_p_(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     """Set to -inf (in place) entries outside the top-k and the low tail of total prob <= 1 - top_p. ``(..., V)``"""
@@ -34,13 +36,30 @@ def top_k_top_p_(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor
 
 
 def sample_bits(logits_BLV: torch.Tensor, top_k: int, top_p: float, generators) -> torch.Tensor:
-    """Sample one bit per logit pair. ``logits_BLV`` fp32 ``(B, L, 2d)`` (modified in place);
+    """Sample one bit per logit pair. ``logits_BLV`` fp32 ``(B, L, 2d)`` (not modified);
     ``generators``: None, one ``torch.Generator``, or a list of B of them (see the module docstring).
-    Returns int64 bits ``(B, L, d)``."""
+    Returns int64 bits ``(B, L, d)``.
+
+    The filtered pair probabilities come from one fused op (``bit_pair_probs``: upstream's filter then softmax, the
+    same bits as :func:`top_k_top_p_` + ``softmax``); ``torch.multinomial`` draws upstream's random stream."""
+    B, L, V2 = logits_BLV.shape
+    probs = block_ops.bit_pair_probs(logits_BLV, top_k=top_k, top_p=top_p)  # (B*L*d, 2)
+    if isinstance(generators, (list, tuple)):
+        if len(generators) != B:
+            raise ValueError(f"generators: expected {B}, got {len(generators)}")
+        probs = probs.view(B, -1, 2)
+        bits = torch.stack([torch.multinomial(probs[b], 1, generator=g)[:, 0] for b, g in enumerate(generators)])
+    else:
+        bits = torch.multinomial(probs, 1, generator=generators).view(B, -1)
+    return bits.view(B, L, V2 // 2)
+
+
+def sample_bits_upstream(logits_BLV: torch.Tensor, top_k: int, top_p: float, generators) -> torch.Tensor:
+    """:func:`sample_bits` in upstream's data flow (the filter of :func:`top_k_top_p_` in place, then ``softmax``):
+    the same bits, more launches. ``logits_BLV`` is modified in place."""
     B, L, V2 = logits_BLV.shape
     pairs = logits_BLV.reshape(B, -1, 2)
-    top_k_top_p_(pairs, top_k, top_p)
-    probs = pairs.softmax(dim=-1)
+    probs = top_k_top_p_(pairs, top_k, top_p).softmax(dim=-1)
     if isinstance(generators, (list, tuple)):
         if len(generators) != B:
             raise ValueError(f"generators: expected {B}, got {len(generators)}")

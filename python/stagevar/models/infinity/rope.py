@@ -44,6 +44,15 @@ def gather_table(table: torch.Tensor, positions: torch.Tensor | None) -> torch.T
     return table[:, positions][:, :, None]  # (2, R, 1, L, c/2)
 
 
+def gather_pair(table: torch.Tensor, positions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cos, sin)`` of the tokens of a call, as the fused ops take them: fp32 ``(L, c/2)`` each for all tokens in
+    raster order (``positions`` None), else ``(R, L, c/2)`` gathered at ``positions`` int64 ``(R, L)`` (one gather)."""
+    if positions is None:
+        return table[0], table[1]
+    cos, sin = table[:, positions].unbind(0)
+    return cos, sin
+
+
 def apply_rope(q: torch.Tensor, k: torch.Tensor, cs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate interleaved pairs of ``q``, ``k`` (fp32 ``(R, H, L, c)``) by the angles ``cs`` (:func:`gather_table`)."""
     cos, sin = cs[0], cs[1]

@@ -24,20 +24,28 @@ import contextlib
 
 import torch
 
+from ...engine import StaticKV
 from ..session import GUIDANCES, UNIT_KINDS, rows_for
 from . import bitwise, rope
 from .blocks import (
+    BlockConsts,
     TextContext,
     attention_pool,
     block_forward,
+    block_forward_upstream,
+    cross_attention,
     embed_codes,
     head_logits,
+    head_modulation,
     pad_rows,
     shared_gss,
+    text_kv,
     text_to_ca,
 )
 from .schedules import normalize_schedule, rope_grid, scale_starts
 from .text import TextFeatures, cfg_rows
+
+ENGINES = ("static", "upstream")  # the engine's data flow, or upstream's (growing cat KV, unfused math): a baseline
 
 
 def _as_list(v, n: int, name: str) -> list[float]:
@@ -86,6 +94,12 @@ def model_blocks(model) -> list[list]:
 class InfinitySession:
     """One generation of ``batch`` images. Build it with :func:`new_session`.
 
+    The surface a method that runs blocks its own way uses (the FastVAR peer): :meth:`autocast`,
+    :meth:`block_consts` (per-block constants of the rows), :meth:`block_kv` (the block's place in the static KV
+    cache), :meth:`rope_angles` (RoPE of a call), :meth:`cross_attend` (a block's cross-attention over the text rows)
+    and ``cfg_layers``; with :func:`~stagevar.models.infinity.blocks.attend_self` and the ``stagevar_kernels.block``
+    ops they compute exactly what :meth:`run_block` computes.
+
     Attributes: ``scales`` ``[(h, w)]``; ``batch``; ``guidance`` (``"cfg"``: 2B rows, prompt rows first; ``"cond"`` or
     ``"null"``: B rows); ``width`` (C); ``rows`` (current row count); ``record`` (per-scale ``records`` list of dicts
     with ``logits`` (B, L, V) after the CFG mix and tau, before top-k/top-p, ``head_logits`` (R, L, V) raw head
@@ -110,7 +124,11 @@ class InfinitySession:
         amp_dtype="auto",
         ca_bf16=False,
         cfg_insertion_layer=0,
+        engine="static",
     ):
+        if engine not in ENGINES:
+            raise ValueError(f"engine: expected one of {ENGINES}, got {engine!r}")
+        self.engine = engine
         self.model, self.vae = model, vae
         self.scales = normalize_schedule(scale_schedule)
         n = len(self.scales)
@@ -146,13 +164,34 @@ class InfinitySession:
             _cfg_insertion(cfg_insertion_layer, sum(map(len, self._chunks))) if self.use_cfg else (False, set())
         )
         self._layer = 0  # index of the next block within the current scale (for hidden-state CFG)
-        self._rope_tables: dict[int, torch.Tensor] = {}
-        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.summed: torch.Tensor | None = None
+        blocks = [b for chunk in self._chunks for b in chunk]
+        self._block_index = {id(b): i for i, b in enumerate(blocks)}
         with torch.no_grad(), self._amp():
             self._prepare_text(text, negative)
+            # per-block constants and every block's text K/V, once per generation
+            self.consts = [BlockConsts.of(b, self.gss) for b in blocks]
+            for b in blocks:
+                self.text.kv[id(b)] = text_kv(b.ca, self.text.feats)
+        # computed on the CPU as upstream (pow/cos/sin may differ by an ulp on a GPU), then moved, once per session
+        self._rope_tables = [rope.scale_table(h, w, *self.grid, self._head_dim).to(self.device) for h, w in self.scales]
+        self._rope_gathered = (None, None, None)  # (si, positions, table): one gather per unit in reduced steps
+        self._head_mod: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.kv = StaticKV(
+            len(blocks),
+            self.rows,
+            blocks[0].sa.num_heads,
+            sum(h * w for h, w in self.scales),
+            self._head_dim,
+            self.device,
+        )
+        self._cat_kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # engine="upstream" only
 
     # -- setup -------------------------------------------------------------------------------------------------
+    def autocast(self):
+        """The autocast context the session runs the transformer in (``amp_dtype``; none when it is None)."""
+        return self._amp()
+
     def _amp(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -182,11 +221,32 @@ class InfinitySession:
 
     def rope_table(self, si: int) -> torch.Tensor:
         """fp32 ``(2, h*w, head_dim/2)`` cos/sin of scale ``si`` (positions in final-grid units)."""
-        if si not in self._rope_tables:
-            h, w = self.scales[si]
-            # computed on the CPU as upstream (pow/cos/sin may differ by an ulp on a GPU), then moved
-            self._rope_tables[si] = rope.scale_table(h, w, *self.grid, self._head_dim).to(self.device)
         return self._rope_tables[si]
+
+    def rope_angles(self, si: int, positions: torch.Tensor | None) -> torch.Tensor:
+        """``(cos, sin)`` of a call at scale ``si`` (:func:`rope.gather_pair`); the gather of the last ``positions``
+        tensor is reused, so a unit's blocks share one gather."""
+        if positions is None:
+            return rope.gather_pair(self._rope_tables[si], None)
+        last_si, last_pos, pair = self._rope_gathered
+        if last_si != si or last_pos is not positions:
+            pair = rope.gather_pair(self._rope_tables[si], positions)
+            self._rope_gathered = (si, positions, pair)
+        return pair
+
+    def cross_attend(self, block, x: torch.Tensor) -> torch.Tensor:
+        """``block``'s cross-attention (``ca(ca_norm(x), text)``) on ``x`` ``(R, L, C)`` over this generation's text
+        rows: ``(R, L, C)`` in the projection's dtype (call inside :meth:`autocast`)."""
+        return cross_attention(block, x, self.text, self.ca_bf16, self.block_consts(block))
+
+    def block_consts(self, block) -> BlockConsts:
+        """The per-generation constants of ``block`` (rows of the current guidance)."""
+        return self.consts[self._block_index[id(block)]]
+
+    def block_kv(self, block):
+        """The KV-cache reservation of ``block`` (:meth:`stagevar.engine.StaticKV.reserve` for its index)."""
+        index = self._block_index[id(block)]
+        return lambda length, dtype: self.kv.reserve(index, length, dtype)
 
     @torch.no_grad()
     def scale_input(self, si: int) -> torch.Tensor:
@@ -212,11 +272,17 @@ class InfinitySession:
         h, w = self.scales[si]
         if positions is None and x.shape[1] != h * w:
             raise ValueError(f"x: {x.shape[1]} tokens at scale {si} ({h}x{w}) need explicit positions")
-        cs = rope.gather_table(self.rope_table(si), positions)
-        key = id(block)
         with self._amp():
-            x, kv = block_forward(block, x, self.gss, self.text, cs, self.kv.get(key), None, self.ca_bf16)
-        self.kv[key] = kv
+            if self.engine == "upstream":  # upstream's data flow: unfused math, the cache grown by cat
+                cs = rope.gather_table(self._rope_tables[si], positions)
+                x, kv = block_forward_upstream(
+                    block, x, self.gss, self.text, cs, self._cat_kv.get(id(block)), None, self.ca_bf16
+                )
+                self._cat_kv[id(block)] = kv
+            else:
+                cs = self.rope_angles(si, positions)
+                consts = self.consts[self._block_index[id(block)]]
+                x = block_forward(block, x, self.text, cs, self.block_kv(block), consts, None, self.ca_bf16)
         layer, self._layer = self._layer, self._layer + 1
         cfg = self.cfg_list[si]
         if self.guidance == "cfg" and cfg != 1 and layer in self.cfg_layers:  # upstream's CFG on a hidden state
@@ -236,7 +302,9 @@ class InfinitySession:
         rows = rows_for(self.guidance, guidance, self.batch)
         if rows == slice(None):
             return
-        self.kv = {k: (a[rows], b[rows]) for k, (a, b) in self.kv.items()}
+        self.kv.keep_rows(rows)
+        self._cat_kv = {k: (a[rows], b[rows]) for k, (a, b) in self._cat_kv.items()}
+        self.consts = [c.select(rows) for c in self.consts]
         self.text = self.text.select(rows)
         self.cond_BD = self.cond_BD[rows]
         self.gss = self.gss[rows]
@@ -249,15 +317,16 @@ class InfinitySession:
         cfg, tau = self.cfg_list[si], self.tau_list[si]
         with torch.autocast(device_type=self.device.type, enabled=False):
             if self.guidance == "cfg" and cfg != 1 and self.cfg_on_logits:
-                raw = head_logits(self.model, x, self.cond_BD)
+                raw = head_logits(self.model, x, modulation=self._head_modulation(self.rows))
                 logits = raw.mul(1 / tau)
                 logits = cfg * logits[:B] + (1 - cfg) * logits[B:]
             else:
-                xr, cond = (x[:B], self.cond_BD[:B]) if self.guidance == "cfg" else (x, self.cond_BD)
-                raw = head_logits(self.model, xr, cond)
+                xr = x[:B] if self.guidance == "cfg" else x
+                raw = head_logits(self.model, xr, modulation=self._head_modulation(B))
                 logits = raw.mul(1 / tau)
             rec = {"head_logits": raw, "logits": logits.clone()} if self.record else None
-            bits = bitwise.sample_bits(logits, self.top_k, self.top_p, self.generators)
+            sample = bitwise.sample_bits_upstream if self.engine == "upstream" else bitwise.sample_bits
+            bits = sample(logits, self.top_k, self.top_p, self.generators)
             codes = bitwise.bits_to_codes(bits, h, w, self.codebook_dim, self.patchify)
             last = si == len(self.scales) - 1
             self.summed = bitwise.accumulate(self.summed, codes, self.vae_scales[-1], last)
@@ -267,6 +336,20 @@ class InfinitySession:
             rec["si"] = si
             self.records.append(rec)
 
+    def _head_modulation(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's AdaLN scale/shift of the first ``rows`` rows of ``cond_BD``, once per guidance and row count
+        (computed on exactly those rows, as upstream: a matrix product's bits may depend on its row count)."""
+        key = (self.guidance, rows)
+        if key not in self._head_mod:
+            self._head_mod[key] = head_modulation(self.model, self.cond_BD[:rows])
+        return self._head_mod[key]
+
+    def release_state(self) -> None:
+        """Free the KV cache and the text K/V (decoding needs only the codes)."""
+        self.kv.release()
+        self._cat_kv.clear()
+        self.text.kv.clear()
+
     def codes(self) -> torch.Tensor | None:
         """Accumulated codes fp32 ``(B, dv, 1, H, W)`` at full latent resolution (None before the first scale)."""
         return self.summed
@@ -275,6 +358,7 @@ class InfinitySession:
     def decode(self) -> torch.Tensor:
         if self.summed is None:
             raise RuntimeError("decode: no scale finished yet")
+        self.release_state()
         with self._amp():
             img = self.vae.decode(self.summed.squeeze(-3))
         return ((img.float() + 1) / 2).clamp_(0, 1)
@@ -303,6 +387,9 @@ def new_session(model, vae, scale_schedule, text, **kwargs) -> InfinitySession:
         cfg_insertion_layer: upstream's choice of where CFG mixes the two branches: 0 (the logits; every official
             script) or ``-k`` (the output of block ``depth - k``, then logits of the prompt rows; ``gen_one_img``'s
             default -5), or a list of such values.
+        engine: ``"static"`` (preallocated KV cache, fused block ops: the library's engine) or ``"upstream"``
+            (upstream's data flow: the KV cache grown by ``cat``, unfused block math; the same bits on CPU), the
+            baseline the benchmark times.
     """
     return InfinitySession(model, vae, scale_schedule, text, **kwargs)
 

@@ -15,7 +15,7 @@ from . import rope
 from .blocks import (
     TextContext,
     attention_pool,
-    block_forward,
+    block_forward_upstream,
     embed_codes,
     head_logits,
     pad_rows,
@@ -129,7 +129,7 @@ def teacher_forced_logits(model, text, x_wo_prefix: torch.Tensor, scale_schedule
     attn_mask = (level[:, None] >= level[None, :])[None, None]  # block-causal: scale i sees scales <= i
     for chunk in model_blocks(model):
         for block in chunk:
-            x, _ = block_forward(block, x, gss, ctx, cs, None, attn_mask, ca_bf16)
+            x, _ = block_forward_upstream(block, x, gss, ctx, cs, None, attn_mask, ca_bf16)
     return head_logits(model, x, cond)
 
 

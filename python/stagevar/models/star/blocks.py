@@ -13,10 +13,13 @@ Block math at inference (``x`` is the fp32 residual stream, ``LN`` the shared af
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import stagevar_kernels.block as block_ops
 
 from .rope import apply_rope
 
@@ -87,7 +90,32 @@ def _scale_mul(attn: nn.Module) -> torch.Tensor:
     return attn.scale_mul_1H11.clamp_max(MAX_SCALE_MUL).exp()
 
 
-def self_attention_qkv(attn: nn.Module, h: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None):
+@dataclass
+class BlockConsts:
+    """What a block reads at every step that depends only on its weights, built once per generation:
+    ``qkv_bias`` ``[q_bias, 0, v_bias]`` ``(3C,)``, ``sa_scale_mul`` and ``ca_scale_mul`` ``(1, H, 1, 1)``."""
+
+    qkv_bias: torch.Tensor
+    sa_scale_mul: torch.Tensor
+    ca_scale_mul: torch.Tensor
+
+    @classmethod
+    def of(cls, block: nn.Module) -> BlockConsts:
+        attn = block.attn
+        return cls(
+            torch.cat((attn.q_bias, attn.zero_k_bias, attn.v_bias)),
+            _scale_mul(attn).float(),
+            _scale_mul(block.cross_attn),
+        )
+
+
+def self_attention_qkv(
+    attn: nn.Module,
+    h: torch.Tensor,
+    cos: torch.Tensor | None,
+    sin: torch.Tensor | None,
+    consts: BlockConsts | None = None,
+):
     """q, k, v of the self-attention on normalised input ``h`` ``(R, L, C)``: each ``(R, H, L, c)``.
 
     q is RoPE'd, l2-normalised and multiplied by the per-head scale; k is RoPE'd and l2-normalised (what upstream
@@ -95,14 +123,15 @@ def self_attention_qkv(attn: nn.Module, h: torch.Tensor, cos: torch.Tensor | Non
     """
     R, L, C = h.shape
     H = num_heads_of(attn)
-    bias = torch.cat((attn.q_bias, attn.zero_k_bias, attn.v_bias))
+    bias = consts.qkv_bias if consts is not None else torch.cat((attn.q_bias, attn.zero_k_bias, attn.v_bias))
     qkv = F.linear(h, attn.mat_qkv.weight, bias).view(R, L, 3, H, C // H).permute(2, 0, 3, 1, 4)
     v = qkv[2]
     if cos is not None:  # q and k rotated together: one pass over both
         q, k = apply_rope(qkv[:2], cos, sin).unbind(0)
     else:
         q, k = qkv[0], qkv[1]
-    q = F.normalize(q, dim=-1).mul(_scale_mul(attn)).to(v.dtype)
+    sm = consts.sa_scale_mul if consts is not None else _scale_mul(attn)
+    q = F.normalize(q, dim=-1).mul(sm).to(v.dtype)
     k = F.normalize(k, dim=-1).to(v.dtype)
     return q, k, v
 
@@ -133,12 +162,15 @@ def cross_text_kv(cross: nn.Module, text: torch.Tensor):
     return F.normalize(k, dim=-1).to(v.dtype), v
 
 
-def cross_attention(cross: nn.Module, h: torch.Tensor, text_k, text_v, bias: torch.Tensor) -> torch.Tensor:
-    """Cross-attention output ``(R', L, C)`` for queries ``h`` ``(R', L, C)`` and text k/v ``(R', H, T, c)``."""
+def cross_attention(
+    cross: nn.Module, h: torch.Tensor, text_k, text_v, bias: torch.Tensor, scale_mul: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-attention output ``(R', L, C)`` for queries ``h`` ``(R', L, C)`` and text k/v ``(R', H, T, c)``;
+    ``scale_mul``: the queries' per-head scale when already computed (:class:`BlockConsts`)."""
     R, L, C = h.shape
     H = num_heads_of(cross)
     q = F.linear(h, cross.mat_q.weight, cross.q_bias).view(R, L, H, C // H).transpose(1, 2)
-    q = F.normalize(q, dim=-1).mul(_scale_mul(cross)).to(text_v.dtype)
+    q = F.normalize(q, dim=-1).mul(_scale_mul(cross) if scale_mul is None else scale_mul).to(text_v.dtype)
     return attend(cross, q, text_k, text_v, bias)
 
 
@@ -156,6 +188,7 @@ def block_forward(
     self_mask: torch.Tensor | None = None,
     text_row0=None,
     text=None,
+    consts: BlockConsts | None = None,
 ) -> torch.Tensor:
     """One STAR block on ``x`` ``(R, L, C)``; returns the new residual stream ``(R, L, C)``.
 
@@ -168,17 +201,52 @@ def block_forward(
             cross-attention is computed for row 0 only and broadcast, which equals upstream's ``[0]``.
         text: ``(hidden (R, T, D), bias (R, 1, 1, T))``: compute the cross-attention for every row, then take row 0,
             exactly as upstream does (the test oracle). Exactly one of ``text_row0``/``text`` may be given.
+        consts: the block's :class:`BlockConsts` (computed here when None).
     """
     ln = block.ln_wo_grad
-    q, k, v = self_attention_qkv(block.attn, ln(x), cos, sin)
+    q, k, v = self_attention_qkv(block.attn, ln(x), cos, sin, consts)
     if kv_append is not None:
         k, v = kv_append(k, v)
     x = x + attend(block.attn, q, k, v, self_mask)
     if text_row0 is not None:
         tk, tv, tb = text_row0
-        x = x + cross_attention(block.cross_attn, ln(x[:1]), tk, tv, tb)[0]
+        ca_scale = None if consts is None else consts.ca_scale_mul
+        x = x + cross_attention(block.cross_attn, ln(x[:1]), tk, tv, tb, ca_scale)[0]
     elif text is not None:
         hidden, bias = text
         tk, tv = cross_text_kv(block.cross_attn, hidden)
         x = x + cross_attention(block.cross_attn, ln(x), tk, tv, bias)[0]
     return x + ffn_forward(block.ffn, ln(x))
+
+
+def _ln(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``ln_wo_grad(x)``: one fused op on the fp32 stream (the module itself on a half-precision stream)."""
+    if x.dtype != torch.float32:
+        return block.ln_wo_grad(x)
+    return block_ops.norm_modulate(x, eps=block.ln_wo_grad.eps)
+
+
+def block_forward_static(block: nn.Module, x: torch.Tensor, cos, sin, *, kv, text_row0, consts: BlockConsts):
+    """One STAR block on the engine: the same bits as :func:`block_forward` with ``kv_append``/``text_row0``.
+
+    Args:
+        x: ``(R, L, C)`` the residual stream.
+        cos, sin: RoPE ``(L, c/2)`` or ``(R, L, c/2)`` float32, or None.
+        kv: ``kv(L, dtype) -> (k_new, v_new, k_all, v_all)`` (:meth:`stagevar.engine.StaticKV.reserve`):
+            the fused q/k RoPE + norm writes this call's K/V into ``k_new``/``v_new``; queries attend over
+            ``k_all``/``v_all``.
+        text_row0: ``(k, v, bias)`` of the current row 0's text (see :func:`block_forward`).
+        consts: the block's :class:`BlockConsts`.
+    Returns ``(R, L, C)``.
+    """
+    attn = block.attn
+    R, L, C = x.shape
+    qkv = F.linear(_ln(block, x), attn.mat_qkv.weight, consts.qkv_bias)  # (R, L, 3C)
+    k_new, v_new, k_all, v_all = kv(L, qkv.dtype)
+    q = block_ops.qk_norm_rope(qkv, consts.sa_scale_mul, cos, sin, k_new, v_new, rope_first=True)
+    x = block_ops.residual_gate(x, attend(attn, q, k_all, v_all))
+    tk, tv, tb = text_row0
+    x = block_ops.residual_gate(
+        x, cross_attention(block.cross_attn, _ln(block, x[:1]), tk, tv, tb, consts.ca_scale_mul)
+    )
+    return block_ops.residual_gate(x, ffn_forward(block.ffn, _ln(block, x)))

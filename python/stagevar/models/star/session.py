@@ -27,8 +27,9 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from ...engine import StaticKV
 from ..session import UNIT_KINDS, rows_for
-from .blocks import block_forward, cross_text_kv, text_bias
+from .blocks import BlockConsts, block_forward_static, cross_text_kv, num_heads_of, text_bias
 from .quant import add_scale_codes, next_scale_input
 from .rope import rope_tables
 from .sampling import sample_tokens
@@ -92,8 +93,10 @@ class STARSession:
         for pn in self.patch_nums:
             self._begin.append(self._begin[-1] + pn * pn)
         self._gens = self._make_generators(seeds, B)
-        self._kv: dict[int, list] = {}
-        self._text0: dict[int, tuple] = {}
+        self._block_index = {id(b): i for i, b in enumerate(model.blocks)}
+        self.consts = [BlockConsts.of(b) for b in model.blocks]
+        heads = num_heads_of(model.blocks[0].attn)
+        self.kv = StaticKV(len(model.blocks), self.rows, heads, self._begin[-1], geo["head_dim"], self.device)
         HW = self.patch_nums[-1]
         self.f_hat = torch.zeros(B, self.quantize.embedding.weight.shape[1], HW, HW, device=self.device)
         self.record = record
@@ -101,6 +104,7 @@ class STARSession:
         if amp_dtype == "auto":  # upstream sample.py runs under fp16 autocast on CUDA
             amp_dtype = torch.float16 if self.device.type == "cuda" else None
         self.amp_dtype = amp_dtype
+        self._text0 = self._text_row0()
 
     @property
     def record_logits(self) -> list[torch.Tensor]:
@@ -153,32 +157,15 @@ class STARSession:
             x = m.word_embed(next_scale_input(self.f_hat, self.patch_nums[si]).to(m.word_embed.weight.dtype)) + lvl
         return x.repeat(2, 1, 1) if self.guidance == "cfg" else x
 
-    def _append(self, key: int):
-        def append(k: torch.Tensor, v: torch.Tensor):
-            ent = self._kv.get(key)
-            n_new = k.shape[2]
-            if ent is None:
-                cap = max(self._begin[-1], n_new)
-                kb = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
-                ent = self._kv[key] = [kb, torch.empty_like(kb), 0]
-            kb, vb, n = ent
-            if n + n_new > kb.shape[2]:  # more keys than the schedule has tokens: grow
-                extra = kb.new_empty(kb.shape[0], kb.shape[1], n + n_new - kb.shape[2], kb.shape[3])
-                kb, vb = torch.cat([kb, extra], 2), torch.cat([vb, extra], 2)
-                ent[0], ent[1] = kb, vb
-            kb[:, :, n : n + n_new] = k
-            vb[:, :, n : n + n_new] = v
-            ent[2] = n + n_new
-            return kb[:, :, : n + n_new], vb[:, :, : n + n_new]
+    @torch.no_grad()
+    def _text_row0(self) -> list[tuple]:
+        """Every block's text ``(k, v, bias)`` of the current row 0 (the cross-attention's ``[0]``), once per
+        generation and guidance."""
+        with self._amp():
+            return [(*cross_text_kv(b.cross_attn, self.hidden[:1]), self.bias[:1]) for b in self.model.blocks]
 
-        return append
-
-    def _text_row0(self, block: nn.Module):
-        t = self._text0.get(id(block))
-        if t is None:
-            k, v = cross_text_kv(block.cross_attn, self.hidden[:1])
-            t = self._text0[id(block)] = (k, v, self.bias[:1])
-        return t
+    def _reserve(self, index: int):
+        return lambda length, dtype: self.kv.reserve(index, length, dtype)
 
     @torch.no_grad()
     def run_block(self, block: nn.Module, x: torch.Tensor, si: int, positions: torch.Tensor | None = None):
@@ -198,9 +185,10 @@ class STARSession:
         else:
             positions = positions.to(self.device)
             cos, sin = cos[positions], sin[positions]
+        index = self._block_index[id(block)]
         with self._amp():
-            return block_forward(
-                block, x, cos, sin, kv_append=self._append(id(block)), text_row0=self._text_row0(block)
+            return block_forward_static(
+                block, x, cos, sin, kv=self._reserve(index), text_row0=self._text0[index], consts=self.consts[index]
             )
 
     def set_guidance(self, guidance: str) -> None:
@@ -208,10 +196,9 @@ class STARSession:
         sl = rows_for(self.guidance, guidance, self.batch)
         if guidance == self.guidance:
             return
-        for ent in self._kv.values():
-            ent[0], ent[1] = ent[0][sl].clone(), ent[1][sl].clone()
+        self.kv.keep_rows(sl)
         self.hidden, self.bias, self.pool = self.hidden[sl], self.bias[sl], self.pool[sl]
-        self._text0.clear()  # row 0 is now another row
+        self._text0 = self._text_row0()  # row 0 is now another row
         self.guidance = guidance
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -246,10 +233,16 @@ class STARSession:
     @torch.no_grad()
     def decode(self) -> torch.Tensor:
         """float32 RGB ``(B, 3, H, W)`` in [0, 1]: ``vae.fhat_to_img(f_hat)`` without autocast, mapped from [-1, 1]."""
+        self.release_state()
         dt = self.vae.post_quant_conv.weight.dtype
         with torch.autocast(self.device.type, enabled=False):
             img = self.vae.fhat_to_img(self.f_hat.to(dt)).float()
         return img.add_(1).mul_(0.5)
+
+    def release_state(self) -> None:
+        """Free the KV cache and the text K/V (decoding needs only ``f_hat``)."""
+        self.kv.release()
+        self._text0 = []
 
     def codes(self) -> torch.Tensor:
         """The accumulated codes ``f_hat``: float32 ``(B, Cvae, H, W)`` (the session's own tensor, not a copy)."""

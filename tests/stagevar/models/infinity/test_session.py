@@ -9,6 +9,7 @@ from stagevar.models.infinity import (
     get_scale_schedule,
     new_session,
     run_plain,
+    run_scales,
     teacher_forced_logits,
     to_uint8,
 )
@@ -140,17 +141,14 @@ def test_positions_gather_rope(tiny):
     y_part = part.run_block(blk, xs, si, positions=perm)
     # queries attend to the cache and to the given keys only; with all keys present the rows match
     perm_all = torch.stack([torch.randperm(16), torch.randperm(16)])
-    part2 = new_session(model, vae, sched, text, seeds=0)
-    part2.kv = dict(part.kv)
-    for key in part2.kv:  # drop the 5 keys just appended
-        k, v = part2.kv[key]
-        part2.kv[key] = (k[:, :, :-5], v[:, :, :-5])
+    mark = part.kv.mark()
+    part.kv.rewind([n - 5 if i == 0 else n for i, n in enumerate(mark)])  # drop the 5 keys just appended
     xa = torch.gather(x, 1, perm_all[..., None].expand(-1, -1, x.shape[-1]))
-    ya = part2.run_block(blk, xa, si, positions=perm_all)
+    ya = part.run_block(blk, xa, si, positions=perm_all)
     expected = torch.gather(y_full, 1, perm_all[..., None].expand(-1, -1, x.shape[-1]))
     torch.testing.assert_close(ya, expected, rtol=1e-5, atol=1e-5)
     assert y_part.shape == (2, 5, 64)
-    assert part.kv[id(blk)][0].shape[2] == 1 + 4 + 5
+    assert mark[0] == 1 + 4 + 5
 
 
 @pytest.mark.parametrize("h_div_w", H_DIV_W_TEMPLATES)
@@ -256,8 +254,11 @@ def test_bf16_paths_run_on_cpu(mode):
     else:
         model, amp = build_infinity("tiny", dtype=torch.bfloat16), None
     vae = BSQVAE(model.config.vae).eval()
-    s = _run(model, vae, get_scale_schedule(1.0, "0.06M"), make_text([3, 5]), seeds=[0, 1], amp_dtype=amp, record=True)
-    assert s.kv[id(s.units("block")[0][0])][0].dtype == torch.bfloat16
+    s = new_session(
+        model, vae, get_scale_schedule(1.0, "0.06M"), make_text([3, 5]), seeds=[0, 1], amp_dtype=amp, record=True
+    )
+    run_scales(s)
+    assert s.kv.view(0)[0].dtype == torch.bfloat16
     assert s.records[-1]["logits"].dtype == torch.float32
     img = s.decode()
     assert img.dtype == torch.float32 and torch.isfinite(img).all()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from star_helpers import make_text, tiny
@@ -193,8 +191,7 @@ def test_reduced_tokens_append_to_cache(tiny_model):
             for (b,) in s.units("block"):
                 x = s.run_block(b, x, si)
         s.finish_scale(si, x)
-    kb = s._kv[id(model.blocks[0])]
-    assert kb[2] == 1 + 4 + 3 + 16
+    assert s.kv.filled[0] == 1 + 4 + 3 + 16
     assert s.decode().shape == (1, 3, 16, 16)
 
 
@@ -262,12 +259,10 @@ def test_phi_index_of_1024_schedule():
 
 def test_real_1024_schedule_tiny_width():
     model, vae = tiny(patch_nums=PATCH_NUMS_1024, depth=1, width=64, heads=2)
-    t0 = time.perf_counter()
     s = run_scales(new_session(model, vae, make_text(1), batch=1, seeds=0, **KW))
+    assert s.kv.filled[0] == 9451
     img = s.decode()
     assert img.shape == (1, 3, 256, 256)
-    assert s._kv[id(model.blocks[0])][2] == 9451
-    assert time.perf_counter() - t0 < 60
 
 
 def test_inference_mode_and_records(tiny_model):
