@@ -10,6 +10,7 @@ encoder is timed apart (random flan-T5-XL / CLIP weights, only when ``transforme
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import platform
 import resource
@@ -128,7 +129,14 @@ def run(
     }
     for name in schedules:
         result["schedules"][name] = _measure(
-            built, _runner(name, built.family, backend), dev, batch, seed, warmup, repeats, tick=lambda: tick(name)
+            built,
+            _runner(name, built.family, backend),
+            dev,
+            batch,
+            seed,
+            warmup,
+            repeats,
+            tick=functools.partial(tick, name),
         )
         result["scales"] = result["schedules"][name].pop("scales")
     if built.family == "infinity":  # what users run today: vanilla in upstream's data flow (cat KV, unfused math)
