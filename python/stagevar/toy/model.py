@@ -16,14 +16,16 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from ..models.infinity import rope
 from ..models.infinity.blocks import (
     TextContext,
+    ada_layer_norm,
     attention_pool,
-    block_forward,
+    block_forward_upstream,
     embed_codes,
-    head_logits,
+    head_modulation,
     pad_rows,
     shared_gss,
     text_to_ca,
@@ -191,8 +193,11 @@ def train_logits(model: Infinity, text: TextFeatures, x_wo_prefix: torch.Tensor,
     attn_mask = (level[:, None] >= level[None, :])[None, None]  # block-causal: scale i sees scales <= i
     for chunk in model_blocks(model):
         for block in chunk:
-            x, _ = block_forward(block, x, gss, ctx, cs, None, attn_mask)
-    return head_logits(model, x, cond)
+            x, _ = block_forward_upstream(block, x, gss, ctx, cs, None, attn_mask)
+    # the head in upstream's unfused math (the fused norm op of the inference path is inference-only)
+    scale, shift = head_modulation(model, cond)
+    h = ada_layer_norm(x, scale, shift, getattr(model.head_nm, "norm_eps", 1e-6))
+    return F.linear(h, model.head.weight.float(), model.head.bias.float())
 
 
 def parameter_counts(config: ToyConfig) -> dict[str, int]:
