@@ -485,7 +485,7 @@ def _subparser(sub, name: str, help: str) -> argparse.ArgumentParser:
 
 
 def add_demo_parser(sub) -> None:
-    p = _subparser(sub, "demo", "vanilla vs the paper schedule on a small random-weight Infinity (CPU, ~1 min)")
+    p = _subparser(sub, "demo", "vanilla vs the paper schedule on a small random-weight Infinity (minutes on a CPU)")
     p.add_argument("--out", default="stagevar_demo.png", help="the side-by-side PNG")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the generations")
     p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per schedule (the median is shown)")
