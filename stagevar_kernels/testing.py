@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from . import philox, reference
@@ -136,3 +138,15 @@ def run_compiled_triton_script(script: str, timeout: int = 600):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def one_intra_op_thread():
+    """torch runs with one intra-op thread inside the block, the previous count restored after it. Tiny models gain
+    nothing from intra-op threads, and on a shared 2-core machine the threads' spinning made the suite 10x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

@@ -17,3 +17,13 @@ if not torch.cuda.is_available():
 def _seed_everything():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """``stagevar_kernels.testing.one_intra_op_thread`` around a test; folders of tiny-model tests use it through an
+    autouse wrapper. (Imported here, not at the top: TRITON_INTERPRET must be set before the kernels import.)"""
+    from stagevar_kernels.testing import one_intra_op_thread
+
+    with one_intra_op_thread():
+        yield

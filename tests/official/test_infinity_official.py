@@ -22,12 +22,8 @@ TINY = dict(depth=4, embed_dim=64, num_heads=2, mlp_ratio=4, block_chunks=2)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # intra-op threads spin on a shared small CPU box and slow these tiny models down a lot; restored after each test
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,8 @@ def _randomize_(model, seed=0):
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # these tiny models gain nothing from intra-op threads, and on a shared 2-core machine the threads' spinning made
-    # the suite 10x slower under load; restored after each test
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
