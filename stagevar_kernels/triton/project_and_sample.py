@@ -187,6 +187,29 @@ def _project_step(q_tile, x_tile, acc, SPLIT_TF32: tl.constexpr, INTERPRET: tl.c
 
 
 @triton.jit
+def _accumulate_rows(
+    q_base,
+    x_base,
+    m0,
+    M,
+    R,
+    stride_xm,
+    mask_r,
+    mask_d,
+    acc,
+    BLOCK_M: tl.constexpr,
+    SPLIT_TF32: tl.constexpr,
+    INTERPRET: tl.constexpr,
+):
+    """acc += q[m0:m0+BLOCK_M, r-tile]^T @ x[m0:m0+BLOCK_M, d-tile] (rows past M read as 0)."""
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < M
+    q_t = tl.load(q_base + offs_m.to(tl.int64)[None, :] * R, mask=mask_r[:, None] & mask_m[None, :], other=0.0)
+    x_t = tl.load(x_base + offs_m.to(tl.int64)[:, None] * stride_xm, mask=mask_m[:, None] & mask_d[None, :], other=0.0)
+    return _project_step(q_t, x_t, acc, SPLIT_TF32, INTERPRET)
+
+
+@triton.jit
 def _project_kernel(
     q_ptr,
     x_ptr,
@@ -219,23 +242,15 @@ def _project_kernel(
     if INTERPRET:
         m0 = 0
         while m0 < M:
-            offs_m = m0 + tl.arange(0, BLOCK_M)
-            mask_m = offs_m < M
-            q_t = tl.load(q_base + offs_m.to(tl.int64)[None, :] * R, mask=mask_r[:, None] & mask_m[None, :], other=0.0)
-            x_t = tl.load(
-                x_base + offs_m.to(tl.int64)[:, None] * stride_xm, mask=mask_m[:, None] & mask_d[None, :], other=0.0
+            acc = _accumulate_rows(
+                q_base, x_base, m0, M, R, stride_xm, mask_r, mask_d, acc, BLOCK_M, SPLIT_TF32, INTERPRET
             )
-            acc = _project_step(q_t, x_t, acc, SPLIT_TF32, INTERPRET)
             m0 += BLOCK_M
     else:
         for m0 in range(0, M, BLOCK_M):
-            offs_m = m0 + tl.arange(0, BLOCK_M)
-            mask_m = offs_m < M
-            q_t = tl.load(q_base + offs_m.to(tl.int64)[None, :] * R, mask=mask_r[:, None] & mask_m[None, :], other=0.0)
-            x_t = tl.load(
-                x_base + offs_m.to(tl.int64)[:, None] * stride_xm, mask=mask_m[:, None] & mask_d[None, :], other=0.0
+            acc = _accumulate_rows(
+                q_base, x_base, m0, M, R, stride_xm, mask_r, mask_d, acc, BLOCK_M, SPLIT_TF32, INTERPRET
             )
-            acc = _project_step(q_t, x_t, acc, SPLIT_TF32, INTERPRET)
     out = xr_ptr + (pid_b * R + offs_r.to(tl.int64))[:, None] * D + offs_d[None, :]
     tl.store(out, round_to(acc, xr_ptr.dtype.element_ty, INTERPRET), mask=mask_r[:, None] & mask_d[None, :])
 
