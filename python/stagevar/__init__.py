@@ -7,10 +7,9 @@
 - :func:`calibrate`: per-unit rank ratios from vanilla generations (the paper's predetermination strategy).
 """
 
-# The functions are bound after their same-named modules are imported, so `stagevar.generate` is the function.
-from .accelerate import accelerate, accelerated, restore
-from .calibrate import calibrate
-from .generate import generate
+from .calibration import calibrate
+from .loop import generate
+from .patching import accelerate, accelerated, restore
 from .schedule import StageSchedule, StepPlan, presets, resolve
 
 __version__ = "0.1.0"

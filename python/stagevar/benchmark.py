@@ -20,7 +20,7 @@ import torch
 
 from . import zoo
 from .engine import count_launches
-from .generate import generate
+from .loop import generate
 from .schedule import resolve
 from .timing import medians, timer_for
 

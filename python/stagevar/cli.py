@@ -295,7 +295,7 @@ def cmd_demo(args) -> int:
 
 def cmd_generate(args) -> int:
     from .evaluation import distributed
-    from .generate import generate
+    from .loop import generate
     from .schedule import resolve
 
     family = FAMILY_MODELS[args.model][0]
@@ -335,7 +335,7 @@ def _resolve(resolve, schedule: str, family: str):
 
 
 def cmd_calibrate(args) -> int:
-    from .calibrate import calibrate
+    from .calibration import calibrate
     from .schedule import resolve
 
     if not args.random and not (args.checkpoint and args.vae and args.text_encoder):

@@ -15,7 +15,7 @@ import torch
 
 from . import zoo
 from .fidelity import rank_for
-from .generate import generate
+from .loop import generate
 from .schedule import presets
 from .timing import medians, timer_for
 

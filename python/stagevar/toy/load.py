@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..generate import generate
+from ..loop import generate
 from ..models.infinity.loader import load_infinity, read_state_dict
 from ..models.infinity.session import new_session
 from ..schedule import resolve

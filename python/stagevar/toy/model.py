@@ -31,7 +31,7 @@ from ..models.infinity.blocks import (
     text_to_ca,
 )
 from ..models.infinity.config import InfinityConfig, VAEConfig
-from ..models.infinity.schedules import get_scale_schedule, rope_grid
+from ..models.infinity.scales import get_scale_schedule, rope_grid
 from ..models.infinity.session import model_blocks
 from ..models.infinity.text import TextFeatures
 from ..models.infinity.transformer import Infinity

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from stagevar import cli, presets, zoo
-from stagevar.calibrate import Calibration
+from stagevar.calibration import Calibration
 
 DATA = Path(__file__).parent / "data"
 

@@ -24,7 +24,7 @@ from .loader import (
     save_sharded,
 )
 from .official import official_call, plain_runner
-from .schedules import H_DIV_W_TEMPLATES, PN_LENGTHS, get_scale_schedule, nearest_template, rope_grid
+from .scales import H_DIV_W_TEMPLATES, PN_LENGTHS, get_scale_schedule, nearest_template, rope_grid
 from .session import InfinitySession, new_session, run_plain, run_scales, to_uint8
 from .text import TextFeatures, encode_prompts, load_t5
 from .transformer import Infinity, autoregressive_infer_cfg, build_infinity, teacher_forced_logits

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .schedules import get_scale_schedule
+from .scales import get_scale_schedule
 from .session import new_session, run_plain, to_uint8
 
 

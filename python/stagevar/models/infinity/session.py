@@ -42,7 +42,7 @@ from .blocks import (
     text_kv,
     text_to_ca,
 )
-from .schedules import normalize_schedule, rope_grid, scale_starts
+from .scales import normalize_schedule, rope_grid, scale_starts
 from .text import TextFeatures, cfg_rows
 
 ENGINES = ("static", "upstream")  # the engine's data flow, or upstream's (growing cat KV, unfused math): a baseline

@@ -25,7 +25,7 @@ from .blocks import (
 from .config import InfinityConfig, get_config
 from .modules import AdaLNBeforeHead, CrossAttnBlock, MultipleLayers, SharedAdaLin, TextAttentivePool, TextNorm
 from .official import official_call, plain_runner
-from .schedules import normalize_schedule, rope_grid
+from .scales import normalize_schedule, rope_grid
 from .session import InfinitySession, model_blocks, new_session
 from .text import TextFeatures
 

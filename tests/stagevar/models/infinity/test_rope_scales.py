@@ -11,7 +11,7 @@ from stagevar.models.infinity import (
     rope,
     rope_grid,
 )
-from stagevar.models.infinity.schedules import image_size, normalize_schedule, scale_starts
+from stagevar.models.infinity.scales import image_size, normalize_schedule, scale_starts
 
 # total tokens and last grid of each 1M template (reference/infinity.md section 3)
 TOKENS_1M = {

@@ -24,7 +24,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-from .generate import generate
+from .loop import generate
 from .schedule import StageSchedule, resolve
 
 ENTRY = "autoregressive_infer_cfg"

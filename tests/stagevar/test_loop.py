@@ -214,7 +214,7 @@ def test_compile_whole_scale_steps_fullgraph_equals_eager(tiny):
     # The computed part of a full step and of a reduced step (every unit, both StageVAR ops, the fused block ops
     # writing into the static KV cache) traces as one graph (fullgraph: no break) and computes what eager computes.
     from stagevar.fidelity import UnitOptions
-    from stagevar.generate import UnitOutputs, scale_step
+    from stagevar.loop import UnitOutputs, scale_step
 
     schedule = presets("infinity")["paper"]
     eager_s, traced_s = _session(tiny, batch=2), _session(tiny, batch=2)

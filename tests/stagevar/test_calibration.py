@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stagevar import calibrate, presets, zoo
-from stagevar.calibrate import energy_rank
+from stagevar.calibration import energy_rank
 
 
 def test_energy_rank_of_known_spectra():

@@ -6,8 +6,8 @@ from torch import nn
 
 import stagevar
 from stagevar import presets, zoo
-from stagevar.accelerate import family_of, schedule_of
 from stagevar.models.infinity import get_scale_schedule, new_session
+from stagevar.patching import family_of, schedule_of
 
 
 @pytest.fixture(scope="module")

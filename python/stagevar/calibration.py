@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .generate import generate
+from .loop import generate
 from .models.session import rows_for
 from .schedule import StageSchedule
 
