@@ -46,11 +46,16 @@ def _devices() -> list[str]:
 
 
 def _backends(ext_ok: bool, ext_text: str) -> list[str]:
-    from stagevar_kernels.backends import available_backends, cuda_kernels_built, triton_installed
+    from stagevar_kernels.backends import (
+        available_backends,
+        cuda_kernels_built,
+        triton_installed,
+        triton_interpreting,
+    )
 
     cuda = torch.device("cuda") if torch.cuda.is_available() else None
     lines = ["reference: available on every device"]
-    interpreting = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    interpreting = triton_interpreting()
     if not triton_installed():
         lines.append("triton: not available (Triton is not installed: pip install triton)")
     elif cuda is not None and "triton" in available_backends(cuda):

@@ -25,9 +25,11 @@ import stat
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-GUIDANCES = ("cfg", "cond", "null")
-UNITS = ("chunk", "block")
-RESTORE_MODES = ("nearest", "bilinear", "bicubic", "area")
+from stagevar_kernels import RESTORE_MODES
+from stagevar_kernels.philox import MAX_SEED
+
+from .models.session import GUIDANCES, UNIT_KINDS
+
 PROJECTIONS = ("rp", "svd", "prune", "none")
 RESTORATIONS = ("rtr", "lls")
 
@@ -106,7 +108,7 @@ class StageSchedule:
             raise ValueError(f"name: expected a string, got {type(self.name).__name__}")
         for key, allowed in (
             ("guidance", GUIDANCES),
-            ("unit", UNITS),
+            ("unit", UNIT_KINDS),
             ("restore_mode", RESTORE_MODES),
             ("projection", PROJECTIONS),
             ("restoration", RESTORATIONS),
@@ -114,7 +116,7 @@ class StageSchedule:
             value = getattr(self, key)
             if not isinstance(value, str) or value not in allowed:
                 raise ValueError(f"{key}: expected one of {allowed}, got {value!r:.60}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**63:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"seed: expected an int in [0, 2**63), got {self.seed!r:.40}")
         skipping = False
         for step, spec in enumerate(self.rank_ratios):

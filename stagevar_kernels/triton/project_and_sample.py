@@ -33,17 +33,13 @@ one-element device tensor, so a captured CUDA graph draws new numbers when that 
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
 from .. import philox
+from .common import INTERPRETING, next_pow2
 from .rounding import round_to
-
-# Decided once, like Triton itself (the interpreter mode is fixed when ``@triton.jit`` runs at import).
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
@@ -302,27 +298,23 @@ def _select_kernel(keys_ptr, idx_ptr, M, R, BLOCK: tl.constexpr):
         c0 += BLOCK
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
 def _prepare_blocks(rows: int, rank: int, channels: int) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_G, BLOCK_D, num_warps) of ``_prepare_kernel``."""
     groups = (rank + 3) // 4
-    if _INTERPRET:  # ~0.6 ms per program instance in the interpreter: few, large programs
-        return min(64, _next_pow2(rows)), min(64, _next_pow2(groups)), min(256, _next_pow2(channels)), 4
+    if INTERPRETING:  # ~0.6 ms per program instance in the interpreter: few, large programs
+        return min(64, next_pow2(rows)), min(64, next_pow2(groups)), min(256, next_pow2(channels)), 4
     # The norm pass is bound by bytes in flight: a program has one x tile outstanding at a time (loads that feed no
     # tl.dot are not software-pipelined), so the tile is wide and the programs many. 4 rows x 1024 channels (8 kB of
     # bf16, 32 elements per thread) and 400 programs at 40x40 (M=1600), 1024 at 64x64: ~3 MB in flight at B=1,
     # against ~4 MB for 4.8 TB/s at ~0.8 us latency. (16 x 128 tiles gave 100 programs with 4 kB each: ~0.4 MB.)
     # ptxas -v, sm_90a: see bench/RESULTS.md "Kernel design".
-    return 4, min(16, _next_pow2(groups)), min(1024, _next_pow2(channels)), 4
+    return 4, min(16, next_pow2(groups)), min(1024, next_pow2(channels)), 4
 
 
 def _project_blocks(rank: int, channels: int, split_tf32: bool) -> tuple[int, int, int, int, int]:
     """(BLOCK_R, BLOCK_D, BLOCK_M, num_warps, num_stages) of ``_project_kernel``; tl.dot needs every dim >= 16."""
-    if _INTERPRET:
-        return min(256, max(16, _next_pow2(rank))), min(128, max(16, _next_pow2(channels))), 64, 4, 1
+    if INTERPRETING:
+        return min(256, max(16, next_pow2(rank))), min(128, max(16, next_pow2(channels))), 64, 4, 1
     # 64 x 64 output tiles: 5 x 32 = 160 programs at the 40x40 step with B=1 (132 SMs), 12 x 32 at 64x64.
     # ptxas -v, sm_90a: bf16 compiles to wgmma m64n64k16 (168 registers, no spill); the fp32 3xTF32 variant to
     # wgmma m64n64k8 .tf32 (200 registers, no spill).
@@ -370,7 +362,7 @@ def project_and_sample(x: torch.Tensor, rank: int, seed: int | torch.Tensor) -> 
         BLOCK_M=block_m,
         BLOCK_G=block_g,
         BLOCK_D=block_d,
-        INTERPRET=_INTERPRET,
+        INTERPRET=INTERPRETING,
         SEED_FROM_PTR=from_ptr,
         num_warps=warps,
     )
@@ -391,7 +383,7 @@ def project_and_sample(x: torch.Tensor, rank: int, seed: int | torch.Tensor) -> 
         BLOCK_D=block_dd,
         BLOCK_M=block_k,
         SPLIT_TF32=split,
-        INTERPRET=_INTERPRET,
+        INTERPRET=INTERPRETING,
         num_warps=warps,
         num_stages=stages,
     )
@@ -403,7 +395,7 @@ def project_and_sample(x: torch.Tensor, rank: int, seed: int | torch.Tensor) -> 
 def _select(keys: torch.Tensor, idx: torch.Tensor, block: int | None = None) -> None:
     """``idx[b]`` = the ``idx.shape[1]`` rows of largest ``keys[b]`` (int32 holding orderable uint32), ascending."""
     batch, rows = keys.shape
-    block = block or min(4096, max(256, _next_pow2(rows)))  # M <= 4096 (every Infinity/STAR step): one chunk
+    block = block or min(4096, max(256, next_pow2(rows)))  # M <= 4096 (every Infinity/STAR step): one chunk
     _select_kernel[(batch,)](keys, idx, rows, idx.shape[1], BLOCK=block, num_warps=8 if block >= 2048 else 4)
 
 

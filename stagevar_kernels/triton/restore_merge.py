@@ -34,17 +34,13 @@ compiles to the approximate ``div.full.f32`` on NVIDIA GPUs, and a one-ulp error
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 import triton
 import triton.language as tl
 
+from .common import INTERPRETING, next_pow2
 from .rounding import round_to
-
-# Decided once at import, like Triton's own interpreter switch (see project_and_sample.py).
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 _MODES = {"nearest": 0, "bilinear": 1, "bicubic": 2, "area": 3}
 
@@ -296,16 +292,12 @@ def _restore_merge_kernel(
                         MODE, SAME_H, SAME_W, BLOCK_P, BLOCK_D, INTERPRET)  # fmt: skip
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
-
-
 def _block_sizes(rows: int, channels: int, mode: str) -> tuple[int, int, int, int]:
     """(BLOCK_P, BLOCK_D, BLOCK_J, num_warps)."""
-    block_d = min(128, max(16, _next_pow2(channels)))
-    if _INTERPRET:
+    block_d = min(128, max(16, next_pow2(channels)))
+    if INTERPRETING:
         # ~0.6 ms per program instance in the interpreter: few, large programs.
-        return min(256, max(16, _next_pow2(rows))), block_d, 128, 4
+        return min(256, max(16, next_pow2(rows))), block_d, 128, 4
     # GPU (untuned on hardware; ptxas -v, sm_90a, bf16, with the row scan and the channel loop): 16 rows x 128
     # channels at 8 warps is 8 elements (one 16-byte vector per tap) per thread: nearest 78, bilinear 117, area 117
     # registers; bicubic at 64 channels 164 (255 at 128). No spills.
@@ -389,7 +381,7 @@ def restore_merge(
         BLOCK_P=block_p,
         BLOCK_D=block_d,
         BLOCK_J=block_j,
-        INTERPRET=_INTERPRET,
+        INTERPRET=INTERPRETING,
         num_warps=num_warps,
     )
     return out

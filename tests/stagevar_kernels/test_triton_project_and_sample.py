@@ -174,7 +174,7 @@ def test_q_workspace_rounding_is_the_reference_q_rounded(device):
         block_m, block_g, block_d, warps = mod._prepare_blocks(rows, rank, channels)
         mod._prepare_kernel[(triton_cdiv(rows, block_m), 2)](
             x, q, keys, 9, keys, rows, channels, rank, *x.stride(), philox.projection_scale(rank),
-            BLOCK_M=block_m, BLOCK_G=block_g, BLOCK_D=block_d, INTERPRET=mod._INTERPRET, SEED_FROM_PTR=False,
+            BLOCK_M=block_m, BLOCK_G=block_g, BLOCK_D=block_d, INTERPRET=mod.INTERPRETING, SEED_FROM_PTR=False,
             num_warps=warps,
         )  # fmt: skip
         want = philox.projection_matrix(9, 2, rows, rank, device=device)
@@ -199,7 +199,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from stagevar_kernels.triton import project_and_sample as mod
 
-assert not mod._INTERPRET
+assert not mod.INTERPRETING
 target = GPUTarget("cuda", 90, 32)
 ints = ["M", "D", "R", "stride_xb", "stride_xm", "stride_xd"]
 for dtype, int_type in [("bf16", "i32"), ("fp16", "i64"), ("fp32", "i32"), ("bf16", 1)]:

@@ -165,7 +165,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from stagevar_kernels.triton import restore_merge as mod
 
-assert not mod._INTERPRET
+assert not mod.INTERPRETING
 target = GPUTarget("cuda", 90, 32)
 ints = ["HW", "D", "H0", "W0", "H", "W", "win_h", "win_w", "stride_yb", "stride_yr", "stride_yd", "stride_cb",
         "stride_cm", "stride_cd"]

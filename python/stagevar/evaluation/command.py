@@ -20,6 +20,8 @@ import statistics
 
 import torch
 
+from stagevar_kernels.backends import BACKENDS
+
 from . import distributed, layouts, metrics, prompts
 
 SUMMARY_KEYS = ("psnr", "ssim", "low_mse", "high_mse", "low_rel", "high_rel", "clip")
@@ -43,7 +45,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--samples", type=int, default=None, help="images per prompt (GenEval/DPG: 4, plain: 1)")
     p.add_argument("--out", default="stagevar_eval")
     p.add_argument("--warmup", type=int, default=1, help="untimed generations per schedule before the timed ones")
-    p.add_argument("--backend", choices=["reference", "triton", "cuda"], default=None)
+    p.add_argument("--backend", choices=BACKENDS, default=None)
     p.add_argument("--clip", help="local CLIP folder (transformers format) for the CLIP score to the prompt")
     p.add_argument(
         "--low-radius",

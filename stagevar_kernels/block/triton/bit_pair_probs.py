@@ -15,14 +15,12 @@ pair whose smaller probability lies within float32 rounding of the threshold may
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 import triton
 import triton.language as tl
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from ...triton.common import INTERPRETING, next_pow2
 
 
 @triton.jit
@@ -72,8 +70,8 @@ def _bit_pair_probs_kernel(
 
 def _block(N: int) -> tuple[int, int]:
     """(BLOCK, num_warps)."""
-    if _INTERPRET:  # ~0.6 ms per program instance in the interpreter: few, large programs
-        return min(4096, triton.next_power_of_2(N)), 4
+    if INTERPRETING:  # ~0.6 ms per program instance in the interpreter: few, large programs
+        return min(4096, next_pow2(N)), 4
     # GPU: 1024 pairs per program at 4 warps is 8 pairs per thread (Infinity-2B's last step: 2 x 4096 x 32 pairs
     # = 256 programs; untimed choice). ptxas -v, sm_90a: 90 registers with 64-bit strides, no spills.
     return 1024, 4

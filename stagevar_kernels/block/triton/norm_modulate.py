@@ -11,15 +11,12 @@ torch's ``layer_norm`` defines them, in float32: ``mean = sum(x) / C``, then the
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from ...triton.common import INTERPRETING, next_pow2
 from .rounding import cast_to, upcast
-
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
@@ -80,9 +77,9 @@ def _norm_modulate_kernel(
 
 def _blocks(N: int, C: int) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_C, num_warps)."""
-    block_c = triton.next_power_of_2(C)
-    if _INTERPRET:  # ~0.6 ms per program instance in the interpreter: few, large programs
-        return max(1, min(triton.next_power_of_2(N), 8192 // block_c)), block_c, 4
+    block_c = next_pow2(C)
+    if INTERPRETING:  # ~0.6 ms per program instance in the interpreter: few, large programs
+        return max(1, min(next_pow2(N), 8192 // block_c)), block_c, 4
     # GPU: at least 2048 elements per program, whole rows; one row of C = 2048 (Infinity-2B) at 4 warps is 16 fp32
     # values per thread, so x, d and y stay in registers (untimed choice; see the benchmark). ptxas -v, sm_90a,
     # affine + modulation: 107-108 registers, no spills (fp32 and bf16 x, bf16 out).

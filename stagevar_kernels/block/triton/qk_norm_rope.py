@@ -14,15 +14,12 @@ float32; the launcher follows the ambient autocast state as the inline code does
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from ...triton.common import INTERPRETING, next_pow2
 from .rounding import cast_to, round_to, upcast
-
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
@@ -134,13 +131,13 @@ def _qk_norm_rope_kernel(
 
 def _blocks(H: int, P: int) -> tuple[int, int, int]:
     """(BLOCK_H, BLOCK_P, num_warps)."""
-    block_p = triton.next_power_of_2(P)
-    if _INTERPRET:  # one program per token: the interpreter pays per program instance
-        return triton.next_power_of_2(H), block_p, 4
+    block_p = next_pow2(P)
+    if INTERPRETING:  # one program per token: the interpreter pays per program instance
+        return next_pow2(H), block_p, 4
     # GPU: up to 1024 pairs (2048 channels of q, k and v) per program; Infinity-2B's 16 heads of 64 pairs are one
     # program per token, 8 values per tile and thread at 4 warps (untimed choice; see the benchmark). ptxas -v,
     # sm_90a: 136-146 registers, no spills (fp32 and bf16, both orders).
-    return max(1, min(triton.next_power_of_2(H), 1024 // block_p)), block_p, 4
+    return max(1, min(next_pow2(H), 1024 // block_p)), block_p, 4
 
 
 def _round_norm(qkv: torch.Tensor) -> bool:

@@ -7,16 +7,13 @@ kernel returns the reference's bits; ``y`` broadcast over the rows is a row stri
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
+from ...triton.common import INTERPRETING, next_pow2
 from ..reference import residual_dtype
 from .rounding import cast_to, round_to, upcast
-
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 MODE_PLAIN, MODE_GATE_ROUNDED, MODE_GATE = 0, 1, 2
 
@@ -70,9 +67,9 @@ def _residual_gate_kernel(
 
 def _blocks(L: int, C: int) -> tuple[int, int, int]:
     """(BLOCK_L, BLOCK_C, num_warps)."""
-    block_c = min(1024, triton.next_power_of_2(C))
-    if _INTERPRET:  # ~0.6 ms per program instance in the interpreter: few, large programs
-        return min(64, triton.next_power_of_2(L)), block_c, 4
+    block_c = min(1024, next_pow2(C))
+    if INTERPRETING:  # ~0.6 ms per program instance in the interpreter: few, large programs
+        return min(64, next_pow2(L)), block_c, 4
     # GPU: 2048 elements per program at 4 warps is 16 per thread (four 16-byte fp32 vectors of x); at Infinity-2B's
     # C = 2048 one row per program, 8192 programs for R=2, L=4096 (untimed choice). ptxas -v, sm_90a: 58-72
     # registers, no spills (fp32 x, fp32/bf16 y, all three modes); 4096 elements per program needed 127.

@@ -37,7 +37,7 @@ def compile_one(mod, fn, ptrs, consts, num_warps, int_type):
             sig[name], constexprs[name] = "constexpr", 1
         else:
             sig[name] = int_type
-    assert not mod._INTERPRET
+    assert not mod.INTERPRETING
     kernel = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs), target=target,
                             options={"num_warps": num_warps, "enable_fp_fusion": False})
     assert kernel.asm["cubin"]
