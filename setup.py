@@ -67,7 +67,6 @@ setup(
     packages=find_packages(include=["stagevar_kernels", "stagevar_kernels.*"])
     + find_packages(where="python", include=["stagevar", "stagevar.*"]),
     package_dir={"stagevar": "python/stagevar"},
-    package_data={"stagevar": ["data/*.json", "data/*.txt"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     options={"bdist_wheel": {"py_limited_api": "cp310"}} if ext_modules else {},

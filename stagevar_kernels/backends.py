@@ -4,8 +4,8 @@
 - ``triton``: CUDA devices with Triton installed; CPU tensors only under ``TRITON_INTERPRET=1`` (tests).
 - ``cuda``: CUDA devices when the compiled extension carries the CUDA kernels.
 
-Preference on CUDA devices is ``cuda``, then ``triton``, then ``reference`` (the expected order of speed; to be
-confirmed by the microbenchmarks on a GPU, which no session has had yet).
+Preference on CUDA devices is ``cuda``, then ``triton``, then ``reference``: the expected order of speed, not yet
+confirmed by GPU microbenchmarks (bench/RESULTS.md has no GPU figures yet).
 """
 
 from __future__ import annotations

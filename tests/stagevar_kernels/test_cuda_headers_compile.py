@@ -1,4 +1,4 @@
-"""Tier 4: the torch-free CUDA kernel headers compile with nvcc for sm_80 and sm_90 (no GPU needed), and the parts
+"""The torch-free CUDA kernel headers compile with nvcc for sm_80 and sm_90 (no GPU needed), and the parts
 of the CUDA arithmetic that are plain host+device functions run on the CPU against the Python contract.
 
 Runs scripts/check_cuda_headers.sh once (one nvcc call, both archs, warnings as errors, plus the host check binary

@@ -1,4 +1,4 @@
-"""Tier 1: the mathematics of project_and_sample, on the reference (and any other backend available here)."""
+"""The mathematics of project_and_sample, on the reference (and any other backend available here)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Tier 2: the ops as registered torch ops: opcheck on several layouts, torch.compile, gradients refused."""
+"""The ops as registered torch ops: opcheck on several layouts, torch.compile, gradients refused."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Tier 1: restore_merge against F.interpolate + scatter, written out independently of the reference."""
+"""restore_merge against F.interpolate + scatter, written out independently of the reference."""
 
 import pytest
 import torch

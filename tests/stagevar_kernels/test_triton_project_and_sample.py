@@ -1,4 +1,4 @@
-"""Tiers 3 and 5: the Triton ``project_and_sample`` kernels against the reference.
+"""The Triton ``project_and_sample`` kernels against the reference.
 
 On CPU the kernels run under ``TRITON_INTERPRET=1`` (set by ``tests/conftest.py``; small shapes, the interpreter
 costs ~0.6 ms per program instance); on CUDA the same tests run the compiled kernels. Reference first, then the
@@ -190,7 +190,7 @@ def triton_cdiv(a, b):
     return -(-a // b)
 
 
-# Tier 4 for the Triton kernels: without a GPU, compile them for sm_90 (H100) in a subprocess (the interpreter
+# Without a GPU, compile the Triton kernels for sm_90 (H100) in a subprocess (the interpreter
 # switch is read at import, so the kernels must be imported there without TRITON_INTERPRET). This catches what the
 # interpreter cannot: tl.dot shape/dtype rules, lowering and ptxas errors, constexpr-1 specialisations.
 _AOT_SCRIPT = r"""

@@ -1,4 +1,4 @@
-"""Tiers 3 and 5: the Triton ``restore_merge`` kernels against the reference.
+"""The Triton ``restore_merge`` kernels against the reference.
 
 On CPU the kernels run under ``TRITON_INTERPRET=1`` (set by ``tests/conftest.py``); on CUDA the same tests run the
 compiled kernels. Reference first, then the kernel, for all four modes, up- and downsampling, non-square grids,
@@ -156,7 +156,7 @@ def test_registered_op_with_triton_backend(device, mode):
     torch.testing.assert_close(got.float(), want.float(), **tolerance(torch.bfloat16))
 
 
-# Tier 4 for the Triton kernels: without a GPU, compile them for sm_90 (H100) in a subprocess (the interpreter
+# Without a GPU, compile the Triton kernels for sm_90 (H100) in a subprocess (the interpreter
 # switch is read at import, so the kernels must be imported there without TRITON_INTERPRET). This catches what the
 # interpreter cannot: lowering and ptxas errors, 64-bit and constexpr-1 integer specialisations.
 _AOT_SCRIPT = r"""

@@ -1,6 +1,7 @@
 """FastVAR (Guo et al., ICCV 2025) as released for Infinity, on an Infinity generation session: a peer baseline.
 
-What the released code does (``reference/infinity.md`` section 5), in our own words and generalised from its
+What the released code does (``Infinity/infinity/models/fastvar_utils.py``, ``fastvar_basic.py`` and
+``infinity.py`` of csguoh/FastVAR), in our own words and generalised from its
 hard-wired 1:1 1024px case to any schedule:
 
 - the last two scale steps are skipped (the released loop skips widths 48 and 64);

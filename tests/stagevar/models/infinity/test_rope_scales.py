@@ -13,7 +13,7 @@ from stagevar.models.infinity import (
 )
 from stagevar.models.infinity.scales import image_size, normalize_schedule, scale_starts
 
-# total tokens and last grid of each 1M template (reference/infinity.md section 3)
+# total tokens and last grid of each 1M template (upstream ``infinity/utils/dynamic_resolution.py``)
 TOKENS_1M = {
     1.0: ((64, 64), 10521),
     1.25: ((70, 56), 10774),

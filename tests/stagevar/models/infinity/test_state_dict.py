@@ -1,6 +1,7 @@
 """State-dict keys and shapes of the real 2B/8B models (built on the meta device) equal the official ones.
 
-Expected data: reference/infinity.md section 1.2 (verified there against the official modules)."""
+Expected data: the keys and shapes of the official modules (``infinity/models/infinity.py`` and ``basic.py`` of
+FoundationVision/Infinity) built with the 2B and 8B configs; ``tests/official`` checks them against the code itself."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Normalized 2D RoPE against the documented formula (reference/star_var.md section 1.4)."""
+"""Normalized 2D RoPE against its formula (upstream ``models/embed_rope.py`` of STAR-T2I, restated in ``formula``)."""
 
 from __future__ import annotations
 
