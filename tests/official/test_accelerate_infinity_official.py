@@ -15,14 +15,14 @@ REPO = os.environ.get("INFINITY_REPO")
 pytestmark = pytest.mark.skipif(not REPO, reason="INFINITY_REPO not set (path of an official Infinity source tree)")
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_infinity_official import _build_official, _ours, _sched, _text, official  # noqa: E402, F401
+from infinity_tiny import build_official, ours_from_official, random_text, tiny_scales  # noqa: E402
 
 import stagevar  # noqa: E402
 from stagevar.models.infinity.official import official_call, plain_runner  # noqa: E402
 
 
 def _call(text, vae, seed=3):
-    sched = _sched()
+    sched = tiny_scales()
     return dict(
         vae=vae,
         scale_schedule=sched,
@@ -40,10 +40,10 @@ def _call(text, vae, seed=3):
 
 
 @pytest.mark.parametrize("schedule", ["paper", "cfg-drop-only"])
-def test_accelerated_official_object_equals_our_class(official, tmp_path, schedule):
-    omodel, ovae = _build_official(official, patchify=False, seed=0)
-    model, vae = _ours(omodel, ovae, "tiny", tmp_path)
-    text = _text([5])
+def test_accelerated_official_object_equals_our_class(infinity_official, tmp_path, schedule):
+    omodel, ovae = build_official(infinity_official, patchify=False, seed=0)
+    model, vae = ours_from_official(omodel, ovae, "tiny", tmp_path)
+    text = random_text([5])
     official_method = omodel.autoregressive_infer_cfg
     with stagevar.accelerated(omodel, schedule):
         assert omodel.autoregressive_infer_cfg is not official_method
@@ -52,7 +52,7 @@ def test_accelerated_official_object_equals_our_class(official, tmp_path, schedu
     from stagevar.models.infinity import new_session, to_uint8
 
     session = new_session(
-        model, vae, _sched(), text, seeds=3, cfg_list=3.0, tau_list=0.5, cfg_insertion_layer=0, ca_bf16=True
+        model, vae, tiny_scales(), text, seeds=3, cfg_list=3.0, tau_list=0.5, cfg_insertion_layer=0, ca_bf16=True
     )
     ours = to_uint8(stagevar.generate(session, stagevar.resolve(schedule, "infinity"), seed=3)).flip(dims=(3,))
     assert theirs.dtype == torch.uint8 and theirs.shape == ours.shape
@@ -62,9 +62,9 @@ def test_accelerated_official_object_equals_our_class(official, tmp_path, schedu
     assert "autoregressive_infer_cfg" not in omodel.__dict__
 
 
-def test_vanilla_through_accelerate_equals_the_plain_loop_on_the_official_object(official):
-    omodel, ovae = _build_official(official, patchify=False, seed=1)
-    text = _text([4])
+def test_vanilla_through_accelerate_equals_the_plain_loop_on_the_official_object(infinity_official):
+    omodel, ovae = build_official(infinity_official, patchify=False, seed=1)
+    text = random_text([4])
     _, _, plain = official_call(omodel, plain_runner, **_call(text, ovae, seed=7))
     with stagevar.accelerated(omodel, "vanilla"):
         _, _, vanilla = omodel.autoregressive_infer_cfg(**_call(text, ovae, seed=7))

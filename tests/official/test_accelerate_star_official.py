@@ -10,14 +10,14 @@ REPO = os.environ.get("STAR_REPO")
 pytestmark = pytest.mark.skipif(not REPO, reason="set STAR_REPO to an official STAR-T2I source tree")
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_star_official import KW, _text, official, pair  # noqa: E402, F401
+from star_tiny import KW, random_text  # noqa: E402
 
 import stagevar  # noqa: E402
 
 
-def test_accelerated_official_star_equals_our_class(pair):
-    ovae, ovar, vae, model = pair
-    hidden, mask, pool = _text(1, seed=4)
+def test_accelerated_official_star_equals_our_class(star_pair):
+    ovae, ovar, vae, model = star_pair
+    hidden, mask, pool = random_text(1, seed=4)
     args = dict(
         B=1,
         label_B=None,

@@ -14,20 +14,20 @@ REPO = os.environ.get("INFINITY_REPO")
 pytestmark = pytest.mark.skipif(not REPO, reason="INFINITY_REPO not set (path of an official Infinity source tree)")
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_infinity_official import _build_official, _sched, _text, official  # noqa: E402, F401
+from infinity_tiny import build_official, random_text, tiny_scales  # noqa: E402
 
 import stagevar  # noqa: E402
 
 
 @pytest.mark.parametrize("insertion", [0, -2])
-def test_vanilla_accelerate_equals_the_official_call_bit_for_bit(official, insertion):
-    omodel, ovae = _build_official(official, patchify=False, seed=2)
-    sched = _sched()
+def test_vanilla_accelerate_equals_the_official_call_bit_for_bit(infinity_official, insertion):
+    omodel, ovae = build_official(infinity_official, patchify=False, seed=2)
+    sched = tiny_scales()
     n = len(sched)
     call = dict(
         vae=ovae,
         scale_schedule=sched,
-        label_B_or_BLT=_text([6]).as_upstream(),
+        label_B_or_BLT=random_text([6]).as_upstream(),
         B=1,
         g_seed=13,
         cfg_list=[3.0] * n,

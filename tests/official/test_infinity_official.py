@@ -18,7 +18,8 @@ import torch
 REPO = os.environ.get("INFINITY_REPO")
 pytestmark = pytest.mark.skipif(not REPO, reason="INFINITY_REPO not set (path of an official Infinity source tree)")
 
-TINY = dict(depth=4, embed_dim=64, num_heads=2, mlp_ratio=4, block_chunks=2)
+sys.path.insert(0, os.path.dirname(__file__))
+from infinity_tiny import build_official, ours_from_official, random_text, tiny_scales  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -26,106 +27,14 @@ def _one_thread(one_thread):
     yield
 
 
-@pytest.fixture(scope="module")
-def official():
-    import infinity_standins
-
-    before = set(sys.modules)
-    added = infinity_standins.install()
-    sys.path.insert(0, REPO)
-    import infinity.models.infinity as inf_mod
-
-    # fused_op.py wraps pure-torch functions in torch.compile(fullgraph=True): use the eager originals (no C++
-    # toolchain needed; the math is the same). Blocks pick the function up from this module at construction.
-    for name in ("fused_ada_layer_norm", "fused_ada_rms_norm"):
-        f = getattr(inf_mod, name)
-        if f is not None:
-            setattr(inf_mod, name, getattr(f, "_torchdynamo_orig_callable", None) or f.__wrapped__)
-    from infinity.models.bsq_vae.vae import vae_model
-
-    yield inf_mod, vae_model
-    # leave no trace for other official test modules: stand-ins, the official packages, the path entry
-    infinity_standins.uninstall(added + [k for k in set(sys.modules) - before if k.split(".")[0] == "infinity"])
-    sys.path.remove(REPO)
-
-
-def _build_official(official, patchify: bool, seed: int):
-    inf_mod, vae_model = official
-    torch.manual_seed(seed)
-    if patchify:
-        vae = vae_model(None, "dynamic", 4, 2**4, patch_size=2, encoder_ch_mult=[1, 2], decoder_ch_mult=[1, 2])
-    else:
-        vae = vae_model(None, "dynamic", 8, 2**8, patch_size=4, encoder_ch_mult=[1, 1, 2], decoder_ch_mult=[1, 1, 2])
-    vae.eval()
-    model = inf_mod.Infinity(
-        vae_local=vae,
-        text_channels=128,
-        text_maxlen=32,
-        shared_aln=True,
-        raw_scale_schedule=None,
-        checkpointing="full-block",
-        customized_flash_attn=False,
-        fused_norm=True,
-        pad_to_multiplier=128,
-        use_flex_attn=False,
-        add_lvl_embeding_only_first_block=1,
-        use_bit_label=1,
-        rope2d_each_sa_layer=1,
-        rope2d_normalized_by_hw=2,
-        pn="0.06M",
-        apply_spatial_patchify=int(patchify),
-        inference_mode=True,
-        train_h_div_w_list=[1.0],
-        **TINY,
-    )
-    model.eval().requires_grad_(False)
-    model.cond_drop_rate = 0.0  # upstream forward drops text at random even in eval
-    model.rng = torch.Generator("cpu")
-    with torch.no_grad():  # random non-zero biases everywhere, so that every parameter matters
-        g = torch.Generator().manual_seed(seed)
-        for name, p in model.named_parameters():
-            if name.endswith(("bias", "v_bias", "q_bias")):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model, vae
-
-
-def _ours(official_model, official_vae, cfg_name, tmp_path):
-    from stagevar.models.infinity import BSQVAE, VAEConfig, build_infinity, load_infinity_weights, load_vae_weights
-
-    path = str(tmp_path / "official_infinity.pth")
-    torch.save(official_model.state_dict(), path)  # a checkpoint saved from the official model
-    model = build_infinity(cfg_name)
-    assert load_infinity_weights(model, path).ok
-    vpath = str(tmp_path / "official_vae.pth")
-    torch.save({"vae": official_vae.state_dict()}, vpath)
-    a = official_vae.args  # the official vae_model() fixes base_ch=128 and num_res_blocks=2
-    vae = BSQVAE(VAEConfig(a.codebook_dim, a.patch_size, tuple(a.decoder_ch_mult), a.base_ch, a.num_res_blocks)).eval()
-    rep = load_vae_weights(vae, vpath)
-    assert rep.ok and any(k.startswith("encoder.") for k in rep.ignored)
-    return model, vae
-
-
-def _text(lens, seed=0):
-    from stagevar.models.infinity import TextFeatures
-
-    g = torch.Generator().manual_seed(seed)
-    return TextFeatures(torch.randn(sum(lens), 128, generator=g), list(lens))
-
-
-def _sched(h_div_w=1.0):
-    from stagevar.models.infinity import get_scale_schedule
-
-    return [(1, h, w) for h, w in get_scale_schedule(h_div_w, "0.06M")]
-
-
 @pytest.mark.parametrize("patchify", [False, True])
-def test_teacher_forced_logits_equal(official, tmp_path, patchify):
+def test_teacher_forced_logits_equal(infinity_official, tmp_path, patchify):
     from stagevar.models.infinity import TextFeatures, teacher_forced_logits
 
-    off, ovae = _build_official(official, patchify, seed=3)
-    ours, _ = _ours(off, ovae, "tiny_8b" if patchify else "tiny", tmp_path)
-    sched = _sched(0.5 if patchify else 1.0)
-    text = TextFeatures.cat([_text([5, 3]), _text([4, 6], seed=1)])  # 4 rows of different lengths
+    off, ovae = build_official(infinity_official, patchify, seed=3)
+    ours, _ = ours_from_official(off, ovae, "tiny_8b" if patchify else "tiny", tmp_path)
+    sched = tiny_scales(0.5 if patchify else 1.0)
+    text = TextFeatures.cat([random_text([5, 3]), random_text([4, 6], seed=1)])  # 4 rows of different lengths
     L = sum(h * w for _, h, w in sched)
     x = torch.randn(4, L - 1, ours.d_vae, generator=torch.Generator().manual_seed(2)) * 0.2
     with torch.no_grad():
@@ -141,8 +50,8 @@ def test_teacher_forced_logits_equal(official, tmp_path, patchify):
         start += h * w
 
 
-def _official_bits(official, monkeypatch):
-    inf_mod, _ = official
+def _official_bits(infinity_official, monkeypatch):
+    inf_mod, _ = infinity_official
     bits = []
     orig = inf_mod.sample_with_top_k_top_p_also_inplace_modifying_logits_
 
@@ -156,19 +65,19 @@ def _official_bits(official, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["b1", "b2_int_seed", "negative", "patchify", "hidden_cfg"])
-def test_generation_reproduces_upstream(official, tmp_path, monkeypatch, case):
+def test_generation_reproduces_upstream(infinity_official, tmp_path, monkeypatch, case):
     from stagevar.models.infinity import new_session, run_plain, to_uint8
 
     patchify = case == "patchify"
-    off, ovae = _build_official(official, patchify, seed=4)
-    ours, vae = _ours(off, ovae, "tiny_8b" if patchify else "tiny", tmp_path)
-    sched = _sched(0.5 if patchify else 1.0)
+    off, ovae = build_official(infinity_official, patchify, seed=4)
+    ours, vae = ours_from_official(off, ovae, "tiny_8b" if patchify else "tiny", tmp_path)
+    sched = tiny_scales(0.5 if patchify else 1.0)
     n = len(sched)
     B = 2 if case == "b2_int_seed" else 1
-    text = _text([5, 3][:B])
-    neg = _text([7], seed=9) if case == "negative" else None
+    text = random_text([5, 3][:B])
+    neg = random_text([7], seed=9) if case == "negative" else None
     insertion = [-2] if case == "hidden_cfg" else [0]  # CFG on block 2's output (gen_one_img defaults to -5)
-    bits = _official_bits(official, monkeypatch)
+    bits = _official_bits(infinity_official, monkeypatch)
     with torch.no_grad():
         _, _, img = off.autoregressive_infer_cfg(
             vae=ovae,
@@ -209,11 +118,11 @@ def test_generation_reproduces_upstream(official, tmp_path, monkeypatch, case):
 
 
 @pytest.mark.parametrize("name", ["infinity_2b", "infinity_8b"])
-def test_vae_decoder_keys_of_real_vaes(official, name):
+def test_vae_decoder_keys_of_real_vaes(infinity_official, name):
     """Our decoder has exactly the decoder keys and shapes of the official d32 (2B) and d56-patchify (8B) VAEs."""
     from stagevar.models.infinity import BSQVAE, get_config
 
-    _, vae_model = official
+    _, vae_model = infinity_official
     cfg = get_config(name).vae
     with torch.device("meta"):
         off = vae_model(
@@ -241,11 +150,11 @@ class _LinspaceOnCPU(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def test_state_dict_keys_of_real_2b_and_8b(official):
+def test_state_dict_keys_of_real_2b_and_8b(infinity_official):
     """Official Infinity-2B/8B built on the meta device: same keys and shapes as ours."""
     from stagevar.models.infinity import build_infinity
 
-    inf_mod, _ = official
+    inf_mod, _ = infinity_official
 
     class FakeVAE:
         def __init__(self, d):

@@ -18,7 +18,8 @@ REPO = os.environ.get("STAR_REPO")
 pytestmark = pytest.mark.skipif(not REPO, reason="set STAR_REPO to an official STAR-T2I source tree")
 
 sys.path.insert(0, os.path.dirname(__file__))
-from star_stubs import build_official, official_star  # noqa: E402
+from star_stubs import build_official  # noqa: E402
+from star_tiny import KW, PN, TINY, official_kwargs, random_text  # noqa: E402
 
 from stagevar.models.star import (  # noqa: E402
     STAR,
@@ -34,85 +35,18 @@ from stagevar.models.star.config import PATCH_NUMS_1024, STARConfig, VQVAEConfig
 from stagevar.models.star.official import official_call, plain_runner  # noqa: E402
 from stagevar.models.star.quant import idx_to_var_input  # noqa: E402
 
-PN = (1, 2, 3, 5, 6)
-TINY = dict(V=64, Cvae=8, ch=32, depth=2, in_dim_cross=64)
-KW = dict(cfg=4.5, top_k=20, top_p=0.9)
-
-
-def _official_kwargs(patch_nums, **over):
-    kw = dict(
-        device="cpu",
-        patch_nums=patch_nums,
-        shared_aln=False,
-        attn_l2_norm=True,
-        enable_cross=True,
-        flash_if_available=False,
-        fused_if_available=True,
-        rope_emb=True,
-        lvl_emb=True,
-        enable_logit_norm=True,
-        enable_adaptive_norm=False,
-        train_mode="none",
-        rope_theta=10000,
-        rope_norm=64.0,
-        sample_from_idx=9,
-    )
-    kw.update(over)
-    return kw
-
-
-@pytest.fixture(scope="module")
-def official():
-    with official_star(REPO) as ns:
-        yield ns
-
-
-def _randomise(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("scale_mul_1H11"):
-                p.copy_(torch.rand(p.shape, generator=g) * 2)
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * (0.3 if p.dim() > 1 else 0.1))
-
-
-@pytest.fixture(scope="module")
-def pair(official):
-    """(official vae, official var, our vae, our model) with the same random weights."""
-    torch.manual_seed(0)
-    ovae, ovar = build_official(official, **_official_kwargs(PN, **TINY))
-    _randomise(ovar, 1)
-    _randomise(ovae, 2)
-    ovar.eval()
-    cfg = STARConfig(depth=2, width=128, heads=2, in_dim_cross=64, vocab_size=64, cvae=8, patch_nums=PN)
-    vae = VQVAE(VQVAEConfig(vocab_size=64, z_channels=8, ch=32, patch_nums=PN))
-    model = STAR(cfg, vae=vae).eval()
-    load_star(model, ovar.state_dict())
-    load_vqvae(vae, ovae.state_dict())
-    return ovae, ovar, vae, model
-
-
-def _text(batch, width=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(2 * batch, 77, width, generator=g)
-    lens = torch.randint(2, 30, (2 * batch,), generator=g)
-    mask = (torch.arange(77)[None] < lens[:, None]).long()
-    pool = torch.randn(2 * batch, width, generator=g)
-    return hidden, mask, pool
-
 
 def _rel(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
 
-def test_d30_keys_and_shapes_equal_official(official):
-    orig = official.var_drop.VAR.init_weights
-    official.var_drop.VAR.init_weights = lambda self, *a, **k: None  # weights stay torch.empty: no memory touched
+def test_d30_keys_and_shapes_equal_official(star_official):
+    orig = star_official.var_drop.VAR.init_weights
+    star_official.var_drop.VAR.init_weights = lambda self, *a, **k: None  # weights stay torch.empty: no memory touched
     try:
-        ovae, ovar = build_official(official, **_official_kwargs(PATCH_NUMS_1024, depth=30))
+        ovae, ovar = build_official(star_official, **official_kwargs(PATCH_NUMS_1024, depth=30))
     finally:
-        official.var_drop.VAR.init_weights = orig
+        star_official.var_drop.VAR.init_weights = orig
     with torch.device("meta"):
         model = STAR(STARConfig())
         vae = VQVAE(VQVAEConfig())
@@ -123,9 +57,9 @@ def test_d30_keys_and_shapes_equal_official(official):
     assert [n for n, _ in model.named_children()] == [n for n, _ in ovar.named_children()]
 
 
-def test_teacher_forced_logits_equal(pair):
-    ovae, ovar, vae, model = pair
-    hidden, mask, pool = _text(2, seed=1)
+def test_teacher_forced_logits_equal(star_pair):
+    ovae, ovar, vae, model = star_pair
+    hidden, mask, pool = random_text(2, seed=1)
     L = sum(p * p for p in PN)
     x_next = torch.randn(4, L - 1, 8, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -137,9 +71,9 @@ def test_teacher_forced_logits_equal(pair):
 
 
 @pytest.mark.parametrize("batch", [1, 2])
-def test_kv_cached_generation_equals_official(pair, batch):
-    ovae, ovar, vae, model = pair
-    hidden, mask, pool = _text(batch, seed=4 + batch)
+def test_kv_cached_generation_equals_official(star_pair, batch):
+    ovae, ovar, vae, model = star_pair
+    hidden, mask, pool = random_text(batch, seed=4 + batch)
     seen = []
     orig = ovar.get_logits
 
@@ -185,9 +119,9 @@ def test_kv_cached_generation_equals_official(pair, batch):
         begin += pn * pn
 
 
-def test_autoregressive_infer_cfg_same_images(pair):
-    ovae, ovar, vae, model = pair
-    hidden, mask, pool = _text(1, seed=9)
+def test_autoregressive_infer_cfg_same_images(star_pair):
+    ovae, ovar, vae, model = star_pair
+    hidden, mask, pool = random_text(1, seed=9)
     args = dict(
         B=1,
         label_B=None,
@@ -209,8 +143,8 @@ def test_autoregressive_infer_cfg_same_images(pair):
     torch.testing.assert_close(official_call(ovar, plain_runner, **args), ref, rtol=1e-4, atol=1e-4)
 
 
-def test_vae_decode_equal(pair):
-    ovae, _, vae, _ = pair
+def test_vae_decode_equal(star_pair):
+    ovae, _, vae, _ = star_pair
     f_hat = torch.randn(2, 8, 6, 6, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(
@@ -218,8 +152,8 @@ def test_vae_decode_equal(pair):
         )
 
 
-def test_loaders_accept_official_checkpoints(pair, official, tmp_path):
-    ovae, ovar, _, _ = pair
+def test_loaders_accept_official_checkpoints(star_pair, star_official, tmp_path):
+    ovae, ovar, _, _ = star_pair
     ck = tmp_path / "STAR.pth"
     torch.save({"trainer": {"var_wo_ddp": ovar.state_dict()}}, ck)
     vk = tmp_path / "VAE.pth"
@@ -239,7 +173,7 @@ def test_loaders_accept_official_checkpoints(pair, official, tmp_path):
     # the sampler checkpoint (official model with enable_adaptive_norm=True) is refused
     torch.manual_seed(0)
     _, sampler = build_official(
-        official, **_official_kwargs(PN, **dict(TINY, depth=3), enable_adaptive_norm=True, sample_from_idx=2)
+        star_official, **official_kwargs(PN, **dict(TINY, depth=3), enable_adaptive_norm=True, sample_from_idx=2)
     )
     m3 = STAR(STARConfig(depth=3, width=192, heads=3, in_dim_cross=64, vocab_size=64, cvae=8, patch_nums=PN))
     with pytest.raises(ValueError, match="sampler head is not supported"):
