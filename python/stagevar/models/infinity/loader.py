@@ -42,10 +42,6 @@ def _check_regular(path: str) -> None:
         raise ValueError(f"{path}: not a regular file")
 
 
-# what torch.load / safetensors raise on truncated, garbage or non-tensor files
-_READ_ERRORS = (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError)
-
-
 def _load_file(path) -> dict:
     path = _check_exists(path)
     _check_regular(path)
@@ -57,7 +53,7 @@ def _load_file(path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except ImportError:
         raise
-    except Exception as e:  # noqa: BLE001 - pickle.UnpicklingError, safetensors' SafetensorError and the above
+    except Exception as e:  # noqa: BLE001 - garbage files raise RuntimeError, EOFError, UnpicklingError, SafetensorError...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
 

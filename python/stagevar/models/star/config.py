@@ -11,7 +11,7 @@ PATCH_NUMS_1024 = (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
-# The levels of the sampler-only checkpoint (``enable_adaptive_norm=True``), which we refuse to load.
+# Key prefixes of the sampler-only checkpoint (``enable_adaptive_norm=True``), which the loader refuses.
 SAMPLER_KEY_PREFIXES = (
     "word_embed_head.",
     "feat_extract_blocks.",

@@ -78,14 +78,15 @@ class STARSession:
                 f"{tuple(pool.shape)}"
             )
         wdt = model.encoder_proj.weight.dtype
-        self.hidden = hidden.to(self.device, wdt)
-        self.bias = text_bias(mask.to(self.device))
-        self.pool = pool.to(self.device, wdt)
+        self.hidden = hidden.to(self.device, wdt)  # (R, T, D)
+        self.bias = text_bias(mask.to(self.device))  # (R, 1, 1, T) fp32, 0 or -inf
+        self.pool = pool.to(self.device, wdt)  # (R, D)
 
         self.patch_nums = geo["patch_nums"]
         self.scales = [(pn, pn) for pn in self.patch_nums]
         self.batch, self.guidance, self.width = B, "cfg", geo["width"]
         self.cfg, self.top_k, self.top_p = float(cfg), int(top_k), float(top_p)
+        # (L_total, head_dim/2) fp32 each, every scale's tokens in raster order
         self.cos, self.sin = rope_tables(geo["head_dim"], self.patch_nums, geo["theta"], geo["norm"], self.device)
         self._begin = [0]
         for pn in self.patch_nums:
@@ -96,6 +97,7 @@ class STARSession:
         heads = num_heads_of(model.blocks[0].attn)
         self.kv = StaticKV(len(model.blocks), self.rows, heads, self._begin[-1], geo["head_dim"], self.device)
         HW = self.patch_nums[-1]
+        # the accumulated codes (B, Cvae, HW, HW), fp32 whatever the autocast dtype
         self.f_hat = torch.zeros(B, self.quantize.embedding.weight.shape[1], HW, HW, device=self.device)
         self.record = record
         self.records: list[dict] = []
@@ -135,10 +137,11 @@ class STARSession:
         lvl = m.lvl_embed.weight[si]
         with self._amp():
             if si == 0:
-                sos = m.encoder_proj(self.pool)[:, None]
-                return sos + m.pos_start + lvl
-            x = m.word_embed(next_scale_input(self.f_hat, self.patch_nums[si]).to(m.word_embed.weight.dtype)) + lvl
-        return x.repeat(2, 1, 1) if self.guidance == "cfg" else x
+                sos_R1C = m.encoder_proj(self.pool)[:, None]
+                return sos_R1C + m.pos_start + lvl
+            codes_BLc = next_scale_input(self.f_hat, self.patch_nums[si])
+            x_BLC = m.word_embed(codes_BLc.to(m.word_embed.weight.dtype)) + lvl
+        return x_BLC.repeat(2, 1, 1) if self.guidance == "cfg" else x_BLC  # (R, pn^2, C)
 
     @torch.no_grad()
     def _text_row0(self) -> list[tuple]:
@@ -197,21 +200,22 @@ class STARSession:
         if x.shape[:2] != (self.rows, pn * pn):
             raise ValueError(f"finish_scale: expected x of shape ({self.rows}, {pn * pn}, C), got {tuple(x.shape)}")
         with self._amp():
-            logits = self.logits(x)
-        rec = {"si": si, "head_logits": logits.clone()} if self.record else None
+            logits_RLV = self.logits(x)
+        rec = {"si": si, "head_logits": logits_RLV.clone()} if self.record else None
         B = self.batch
+        logits_BLV = logits_RLV
         if self.guidance == "cfg":
             t = self.cfg * si / (len(self.patch_nums) - 1)
-            logits = (1 + t) * logits[:B] - t * logits[B:]
+            logits_BLV = (1 + t) * logits_RLV[:B] - t * logits_RLV[B:]
         if rec is not None:
-            rec["logits"] = logits.clone()
-        idx = sample_tokens(logits, self.top_k, self.top_p, self._gens)
+            rec["logits"] = logits_BLV.clone()
+        idx_BL = sample_tokens(logits_BLV, self.top_k, self.top_p, self._gens)
         if rec is not None:
-            rec["tokens"] = idx
+            rec["tokens"] = idx_BL
             self.records.append(rec)
-        h = self.quantize.embedding(idx).transpose(1, 2).reshape(B, -1, pn, pn)
+        h_BCpp = self.quantize.embedding(idx_BL).transpose(1, 2).reshape(B, -1, pn, pn)
         with self._amp():
-            add_scale_codes(self.quantize, self.f_hat, h, si, len(self.patch_nums))
+            add_scale_codes(self.quantize, self.f_hat, h_BCpp, si, len(self.patch_nums))
 
     @torch.no_grad()
     def decode(self) -> torch.Tensor:
