@@ -180,3 +180,8 @@ def test_models_import_at_the_top():
             if not roots <= OPTIONAL:
                 inside.append(f"{name}:{node.lineno}")
     assert not inside, f"imports inside functions or classes: {inside}"
+
+
+if __name__ == "__main__":  # every cycle, imports inside functions included
+    for cycle in find_cycles(import_graph(top_level_only=False)):
+        print(" -> ".join(cycle))
