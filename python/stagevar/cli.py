@@ -240,9 +240,9 @@ def _load_model(args, device: torch.device):
             args.text_encoder, device=device, dtype=torch.float16 if device.type == "cuda" else torch.float32
         )
         return model, vae, lambda prompts: encode_prompts(tokenizer, encoder, prompts)
-    from .models.star import load_clip_text_encoder, load_pretrained
+    from .models.star import load_clip_text_encoder, load_star
 
-    model, vae = load_pretrained(args.checkpoint, args.vae, config, device=device)  # no random init of 1.7B
+    model, vae = load_star(args.checkpoint, args.vae, config, device=device)  # no random init of 1.7B
     clip = load_clip_text_encoder(args.text_encoder, device=device)
     negative = getattr(args, "negative_prompt", None) or ""  # STAR's null rows encode the empty prompt
     return model, vae, lambda prompts: clip.encode(list(prompts) + [negative] * len(prompts))
@@ -268,8 +268,9 @@ def _save_png(image: torch.Tensor, path: Path) -> None:
     from PIL import Image
 
     from .atomic import atomic_path
+    from .models.common import to_uint8
 
-    array = image.permute(1, 2, 0).mul(255).to(torch.uint8).cpu().numpy()  # truncation, as upstream
+    array = to_uint8(image).cpu().numpy()
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
 

@@ -16,6 +16,7 @@ import torch
 from . import zoo
 from .fidelity import rank_for
 from .loop import generate
+from .models.common import to_uint8
 from .schedule import presets
 from .timing import medians, timer_for
 
@@ -42,7 +43,7 @@ def save_side_by_side(
     from .atomic import atomic_path
 
     both = torch.cat([left, torch.ones_like(left[:, :, :16]), right], dim=2)
-    array = both.permute(1, 2, 0).mul(255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    array = to_uint8(both).cpu().numpy()
     image = Image.fromarray(array)
     if labels is not None:
         framed = Image.new("RGB", (image.width, image.height + LABEL_HEIGHT), "white")

@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from infinity_tiny import build_official, ours_from_official, random_text, tiny_scales  # noqa: E402
 
 import stagevar  # noqa: E402
-from stagevar.models.infinity.official import official_call, plain_runner  # noqa: E402
+from stagevar.models.common import run_plain  # noqa: E402
+from stagevar.models.infinity.official import official_call  # noqa: E402
 
 
 def _call(text, vae, seed=3):
@@ -49,12 +50,13 @@ def test_accelerated_official_object_equals_our_class(infinity_official, tmp_pat
         assert omodel.autoregressive_infer_cfg is not official_method
         _, _, theirs = omodel.autoregressive_infer_cfg(**_call(text, ovae))
     # Our class keeps fp32 cross-attention; the official object runs it in bf16 as upstream: compare with the same.
-    from stagevar.models.infinity import new_session, to_uint8
+    from stagevar.models.infinity import new_session
 
     session = new_session(
         model, vae, tiny_scales(), text, seeds=3, cfg_list=3.0, tau_list=0.5, cfg_insertion_layer=0, ca_bf16=True
     )
-    ours = to_uint8(stagevar.generate(session, stagevar.resolve(schedule, "infinity"), seed=3)).flip(dims=(3,))
+    ours = stagevar.generate(session, stagevar.resolve(schedule, "infinity"), seed=3)
+    ours = ours.permute(0, 2, 3, 1).mul(255).to(torch.uint8).flip(dims=(3,))  # upstream's conversion: truncation, BGR
     assert theirs.dtype == torch.uint8 and theirs.shape == ours.shape
     # Same weights, same schedule, same code path reading the parameters by their official names.
     assert (theirs.int() - ours.int()).abs().max() <= 1
@@ -65,7 +67,7 @@ def test_accelerated_official_object_equals_our_class(infinity_official, tmp_pat
 def test_vanilla_through_accelerate_equals_the_plain_loop_on_the_official_object(infinity_official):
     omodel, ovae = build_official(infinity_official, patchify=False, seed=1)
     text = random_text([4])
-    _, _, plain = official_call(omodel, plain_runner, **_call(text, ovae, seed=7))
+    _, _, plain = official_call(omodel, run_plain, **_call(text, ovae, seed=7))
     with stagevar.accelerated(omodel, "vanilla"):
         _, _, vanilla = omodel.autoregressive_infer_cfg(**_call(text, ovae, seed=7))
     assert torch.equal(plain, vanilla)

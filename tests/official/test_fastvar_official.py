@@ -46,7 +46,8 @@ def fastvar_official():
 
 
 def test_fastvar_peer_reproduces_the_released_code(fastvar_official, monkeypatch):
-    from stagevar.models.infinity import TextFeatures, get_scale_schedule, new_session, run_scales
+    from stagevar.models.common import run_plain
+    from stagevar.models.infinity import TextFeatures, get_scale_schedule, new_session
     from stagevar.peers import fastvar
 
     inf_mod, vae_model = fastvar_official
@@ -122,7 +123,6 @@ def test_fastvar_peer_reproduces_the_released_code(fastvar_official, monkeypatch
     for si in range(n - 2):
         assert torch.equal(session.records[si]["bits"].reshape(-1), bits[si].reshape(-1)), si
     # Not vacuous: the pruning changes what scales 32 and 40 draw compared with the unpruned model.
-    plain = run_scales(
-        new_session(model, vae, sched, text, seeds=7, cfg_list=3.0, tau_list=0.5, record=True, ca_bf16=True)
-    )
+    plain = new_session(model, vae, sched, text, seeds=7, cfg_list=3.0, tau_list=0.5, record=True, ca_bf16=True)
+    run_plain(plain, decode=False)
     assert not torch.equal(plain.records[10]["bits"].reshape(-1), bits[10].reshape(-1))

@@ -21,18 +21,18 @@ sys.path.insert(0, os.path.dirname(__file__))
 from star_stubs import build_official  # noqa: E402
 from star_tiny import KW, PN, TINY, official_kwargs, random_text  # noqa: E402
 
+from stagevar.models.common import run_plain  # noqa: E402
 from stagevar.models.star import (  # noqa: E402
     STAR,
     VQVAE,
-    generate,
-    load_star,
-    load_vqvae,
+    generate_images,
+    load_star_weights,
+    load_vqvae_weights,
     new_session,
-    run_scales,
     teacher_forced_logits,
 )
 from stagevar.models.star.config import PATCH_NUMS_1024, STARConfig, VQVAEConfig  # noqa: E402
-from stagevar.models.star.official import official_call, plain_runner  # noqa: E402
+from stagevar.models.star.official import official_call  # noqa: E402
 from stagevar.models.star.quant import idx_to_var_input  # noqa: E402
 
 
@@ -98,13 +98,15 @@ def test_kv_cached_generation_equals_official(star_pair, batch):
         )
     finally:
         del ovar.get_logits
-    s = run_scales(new_session(model, vae, (hidden, mask, pool), batch=batch, seeds=42, record=True, **KW))
+    s = new_session(model, vae, (hidden, mask, pool), batch=batch, seeds=42, record=True, **KW)
+    run_plain(s, decode=False)
     assert len(seen) == len(PN)
     for si in range(len(PN)):
         assert _rel(s.record_logits[si], seen[si]) <= 1e-5, si
     torch.testing.assert_close(s.decode(), ref_img, rtol=1e-4, atol=1e-4)
     # our session driving the official object (duck typing) gives the same
-    s2 = run_scales(new_session(ovar, ovae, (hidden, mask, pool), batch=batch, seeds=42, record=True, **KW))
+    s2 = new_session(ovar, ovae, (hidden, mask, pool), batch=batch, seeds=42, record=True, **KW)
+    run_plain(s2, decode=False)
     for si in range(len(PN)):
         assert torch.equal(s2.record_tokens[si], s.record_tokens[si])
         assert _rel(s2.record_logits[si], seen[si]) <= 1e-5
@@ -137,10 +139,10 @@ def test_autoregressive_infer_cfg_same_images(star_pair):
     ref = ovar.autoregressive_infer_cfg(**args)
     torch.testing.assert_close(model.autoregressive_infer_cfg(**args), ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(
-        generate(ovar, None, (hidden, mask, pool), batch=1, seeds=5, **KW), ref, rtol=1e-4, atol=1e-4
+        generate_images(ovar, None, (hidden, mask, pool), batch=1, seeds=5, **KW)["images"], ref, rtol=1e-4, atol=1e-4
     )
     # the entry point accelerate() installs, with the plain runner, on the official object
-    torch.testing.assert_close(official_call(ovar, plain_runner, **args), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(official_call(ovar, run_plain, **args), ref, rtol=1e-4, atol=1e-4)
 
 
 def test_vae_decode_equal(star_pair):
@@ -160,14 +162,14 @@ def test_loaders_accept_official_checkpoints(star_pair, star_official, tmp_path)
     torch.save(ovae.state_dict(), vk)
     model = STAR(STARConfig(depth=2, width=128, heads=2, in_dim_cross=64, vocab_size=64, cvae=8, patch_nums=PN))
     vae = VQVAE(VQVAEConfig(vocab_size=64, z_channels=8, ch=32, patch_nums=PN))
-    load_star(model, ck)
-    load_vqvae(vae, vk)
+    load_star_weights(model, ck)
+    load_vqvae_weights(vae, vk)
     for k, v in ovar.state_dict().items():
         assert torch.equal(model.state_dict()[k], v)
     # the 10-scale VAE statistic of a 256 checkpoint loads into our 5-scale model, as upstream
     sd = dict(ovae.state_dict())
     sd["quantize.ema_vocab_hit_SV"] = torch.zeros(10, 64)
-    load_vqvae(vae, sd)
+    load_vqvae_weights(vae, sd)
     # and a checkpoint saved from our model loads into the official one strictly
     ovar.load_state_dict(model.state_dict(), strict=True)
     # the sampler checkpoint (official model with enable_adaptive_norm=True) is refused
@@ -177,4 +179,4 @@ def test_loaders_accept_official_checkpoints(star_pair, star_official, tmp_path)
     )
     m3 = STAR(STARConfig(depth=3, width=192, heads=3, in_dim_cross=64, vocab_size=64, cvae=8, patch_nums=PN))
     with pytest.raises(ValueError, match="sampler head is not supported"):
-        load_star(m3, {"trainer": {"var_wo_ddp": sampler.state_dict()}})
+        load_star_weights(m3, {"trainer": {"var_wo_ddp": sampler.state_dict()}})

@@ -202,7 +202,7 @@ def _fail_if_built(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("work started before the arguments were checked")
 
-    for module, name in ((zoo, "build"), (benchmark, "run"), (infinity, "load_infinity"), (star, "load_pretrained")):
+    for module, name in ((zoo, "build"), (benchmark, "run"), (infinity, "load_infinity"), (star, "load_star")):
         monkeypatch.setattr(module, name, boom)
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stagevar.models.infinity import load_infinity, load_infinity_weights, read_state_dict, save_sharded
-from stagevar.models.star import load_pretrained, load_star, load_vqvae
+from stagevar.models.star import load_star, load_star_weights, load_vqvae_weights
 from stagevar.models.star.loader import read_checkpoint
 from stagevar.schedule import StageSchedule, resolve
 
@@ -125,7 +125,7 @@ def test_non_tensor_checkpoint_refused(tmp_path):
         load_infinity_weights(torch.nn.Linear(1, 1), path)
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(ValueError, match="VQ-VAE"):
-        load_vqvae(torch.nn.Linear(1, 1), tmp_path / "list.pth")
+        load_vqvae_weights(torch.nn.Linear(1, 1), tmp_path / "list.pth")
 
 
 def test_directory_and_fifo_as_checkpoint_file(tmp_path):
@@ -150,7 +150,7 @@ def test_bad_8b_checkpoint_fails_before_building_the_model(tmp_path):
     with pytest.raises(ValueError, match="vae.pth"):
         load_infinity("infinity_8b", model_path=garbage, vae_path=vae)
     with pytest.raises(ValueError, match="vae.pth"):
-        load_pretrained(garbage, vae)
+        load_star(garbage, vae)
     assert time.monotonic() - start < 60
 
 
@@ -158,7 +158,7 @@ def test_star_garbage_and_pathlib(tmp_path):
     path = tmp_path / "STAR.pth"
     path.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ValueError, match="STAR.pth: not a readable checkpoint"):
-        load_star(torch.nn.Linear(1, 1), path)
+        load_star_weights(torch.nn.Linear(1, 1), path)
 
 
 # ----------------------------------------------------------------------------------------------- schedule files

@@ -7,7 +7,8 @@ import torch
 import stagevar
 import stagevar_kernels
 from stagevar import fidelity, presets, zoo
-from stagevar.models.infinity import bitwise, get_scale_schedule, new_session, run_plain
+from stagevar.models.common import run_plain
+from stagevar.models.infinity import bitwise, get_scale_schedule, new_session
 from stagevar.schedule import StageSchedule
 from stagevar_kernels import reference
 

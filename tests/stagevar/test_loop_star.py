@@ -5,7 +5,8 @@ import torch
 
 import stagevar
 from stagevar import presets, zoo
-from stagevar.models.star import new_session, run_plain
+from stagevar.models.common import run_plain
+from stagevar.models.star import new_session
 
 
 @pytest.fixture(scope="module")

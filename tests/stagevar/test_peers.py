@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from stagevar import cli, zoo
-from stagevar.models.infinity import get_scale_schedule, new_session, run_plain
+from stagevar.models.common import run_plain
+from stagevar.models.infinity import get_scale_schedule, new_session
 from stagevar.peers import fastvar
 
 

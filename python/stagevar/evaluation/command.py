@@ -88,7 +88,7 @@ def _generate(args, ctx: distributed.Context, records, layout, names) -> dict[st
     from tqdm import tqdm
 
     from ..benchmark import _runner
-    from ..models.infinity import to_uint8
+    from ..models.common import to_uint8
     from ..timing import timer_for
 
     if args.random:

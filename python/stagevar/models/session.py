@@ -9,12 +9,13 @@ Rows. While ``guidance == "cfg"`` the residual stream has ``2B`` rows: the ``B``
 ``B`` null-prompt rows (the official layout of both Infinity and STAR). ``set_guidance("null")`` keeps only the
 null rows, ``set_guidance("cond")`` only the prompt rows; either slices the KV cache and the text rows once.
 
-The plain loop, which the StageVAR loop generalises (``stagevar.generate``)::
+The plain loop (:func:`stagevar.models.common.run_plain`), which the StageVAR loop generalises
+(``stagevar.generate``)::
 
     session = model.new_session(...)
     for si in range(len(session.scales)):
         x = session.scale_input(si)
-        for unit in session.units("chunk"):
+        for unit in session.units("block"):  # one block per unit (Infinity also has "chunk" units)
             for block in unit:
                 x = session.run_block(block, x, si)
         session.finish_scale(si, x)

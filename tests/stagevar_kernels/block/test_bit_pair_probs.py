@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from stagevar.models.infinity.bitwise import top_k_top_p_
+from stagevar.models.sampling import filter_top_k_top_p_
 from stagevar_kernels.block import bit_pair_probs
 
 FILTERS = [(0, 0.0), (1, 0.0), (2, 0.0), (900, 0.97), (1, 0.9), (0, 0.5), (0, 0.3), (-1, 1.0), (2, 1.2), (1, 0.5)]
@@ -14,7 +14,7 @@ def _inline(logits, top_k, top_p):
     """The sequence of ``bitwise.sample_bits`` before ``torch.multinomial``."""
     B = logits.shape[0]
     pairs = logits.clone().reshape(B, -1, 2)
-    top_k_top_p_(pairs, top_k, top_p)
+    filter_top_k_top_p_(pairs, top_k, top_p)
     return pairs.softmax(dim=-1).view(-1, 2)
 
 

@@ -19,20 +19,7 @@ import torch.nn.functional as F
 
 import stagevar_kernels.block as block_ops
 
-
-def top_k_top_p_(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Set to -inf (in place) entries outside the top-k and the low tail of total prob <= 1 - top_p. ``(..., V)``"""
-    V = logits.shape[-1]
-    if top_k > 0:
-        k = min(top_k, V)
-        remove = logits < logits.topk(k, largest=True, sorted=False, dim=-1)[0].amin(dim=-1, keepdim=True)
-        logits.masked_fill_(remove, -torch.inf)
-    if top_p > 0:
-        sorted_logits, sorted_idx = logits.sort(dim=-1, descending=False)
-        sorted_remove = sorted_logits.softmax(dim=-1).cumsum_(dim=-1) <= (1 - top_p)
-        sorted_remove[..., -1:] = False
-        logits.masked_fill_(sorted_remove.scatter(sorted_idx.ndim - 1, sorted_idx, sorted_remove), -torch.inf)
-    return logits
+from ..sampling import filter_top_k_top_p_
 
 
 def sample_bits(logits_BLV: torch.Tensor, top_k: int, top_p: float, generators) -> torch.Tensor:
@@ -41,7 +28,8 @@ def sample_bits(logits_BLV: torch.Tensor, top_k: int, top_p: float, generators) 
     Returns int64 bits ``(B, L, d)``.
 
     The filtered pair probabilities come from one fused op (``bit_pair_probs``: upstream's filter then softmax, the
-    same bits as :func:`top_k_top_p_` + ``softmax``); ``torch.multinomial`` draws upstream's random stream."""
+    same bits as :func:`~stagevar.models.sampling.filter_top_k_top_p_` + ``softmax``); ``torch.multinomial`` draws
+    upstream's random stream."""
     B, L, V2 = logits_BLV.shape
     probs = block_ops.bit_pair_probs(logits_BLV, top_k=top_k, top_p=top_p)  # (B*L*d, 2)
     if isinstance(generators, (list, tuple)):
@@ -55,11 +43,12 @@ def sample_bits(logits_BLV: torch.Tensor, top_k: int, top_p: float, generators) 
 
 
 def sample_bits_upstream(logits_BLV: torch.Tensor, top_k: int, top_p: float, generators) -> torch.Tensor:
-    """:func:`sample_bits` in upstream's data flow (the filter of :func:`top_k_top_p_` in place, then ``softmax``):
+    """:func:`sample_bits` in upstream's data flow (:func:`~stagevar.models.sampling.filter_top_k_top_p_` in place,
+    then ``softmax``):
     the same bits, more launches. ``logits_BLV`` is modified in place."""
     B, L, V2 = logits_BLV.shape
     pairs = logits_BLV.reshape(B, -1, 2)
-    probs = top_k_top_p_(pairs, top_k, top_p).softmax(dim=-1)
+    probs = filter_top_k_top_p_(pairs, top_k, top_p).softmax(dim=-1)
     if isinstance(generators, (list, tuple)):
         if len(generators) != B:
             raise ValueError(f"generators: expected {B}, got {len(generators)}")

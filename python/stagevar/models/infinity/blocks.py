@@ -4,9 +4,10 @@ They work on our modules and on the official ``CrossAttnBlock`` objects alike (`
 ``block.sa.q_bias``, ``block.ca.mat_q``, ``block.ffn.fc1``, ``block.ca_norm``, ``block.ada_gss`` ...), and keep no
 state on the modules: the self-attention KV cache is passed in and returned.
 
-Numerics follow upstream under bf16 autocast (reference/infinity.md 1.3-1.5): AdaLN in fp32; linears in the weight
-dtype; cos-attention q/k normalised in fp32, RoPE in fp32, then q/k cast to v's dtype for SDPA; ``sa_out * gamma1``
-keeps the projection's dtype (upstream multiplies in place); cross-attention output added in fp32.
+Numerics follow upstream under bf16 autocast (``infinity/models/basic.py``: ``CrossAttnBlock``, ``SelfAttention``,
+``CrossAttention``): AdaLN in fp32; linears in the weight dtype; cos-attention q/k normalised in fp32, RoPE in fp32,
+then q/k cast to v's dtype for SDPA; ``sa_out * gamma1`` keeps the projection's dtype (upstream multiplies in place);
+cross-attention output added in fp32.
 """
 
 from __future__ import annotations

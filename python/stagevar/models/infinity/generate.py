@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from ..common import run_plain, to_uint8
 from .scales import get_scale_schedule
-from .session import new_session, run_plain, to_uint8
+from .session import new_session
 
 
 @torch.no_grad()
-def generate(
+def generate_images(
     model,
     vae,
     text,
@@ -30,8 +31,9 @@ def generate(
 
     ``scale_schedule`` defaults to the template nearest ``h_div_w`` at size ``pn``. ``seeds``: None, an int
     (upstream's single generator) or one int per image. Returns a dict with ``images`` float RGB ``(B, 3, H, W)`` in
-    [0, 1], ``uint8`` RGB ``(B, H, W, 3)`` and, with ``return_records``, ``bits`` and ``logits`` (lists per scale of
-    ``(B, L, d)`` int64 and ``(B, L, 2d)`` fp32 after CFG and tau). Extra kwargs go to :func:`new_session`.
+    [0, 1], ``uint8`` RGB ``(B, H, W, 3)`` (rounded, :func:`~stagevar.models.common.to_uint8`) and, with
+    ``return_records``, ``bits`` and ``logits`` (lists per scale of ``(B, L, d)`` int64 and ``(B, L, 2d)`` fp32 after
+    CFG and tau). Extra kwargs go to :func:`new_session`.
     """
     sched = scale_schedule if scale_schedule is not None else get_scale_schedule(h_div_w, pn)
     s = new_session(

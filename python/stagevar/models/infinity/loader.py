@@ -12,51 +12,19 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..checkpoint import CheckpointMismatch, LoadReport, compare_keys
 from .config import InfinityConfig, get_config
+from .transformer import build_infinity
+from .vae import BSQVAE
 
-
-@dataclass
-class LoadReport:
-    """What a load did: ``missing``/``unexpected`` key names, ``mismatched`` ``(key, ckpt_shape, model_shape)``,
-    ``ignored`` keys deliberately skipped (e.g. the VAE encoder)."""
-
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def __str__(self) -> str:
-        def few(keys, n=10):
-            s = ", ".join(keys[:n])
-            return s + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
-
-        lines = []
-        if self.missing:
-            lines.append(f"missing {len(self.missing)} keys: {few(self.missing)}")
-        if self.unexpected:
-            lines.append(f"unexpected {len(self.unexpected)} keys: {few(self.unexpected)}")
-        if self.mismatched:
-            lines.append(
-                "shape mismatch: " + few([f"{k} ckpt {tuple(a)} vs model {tuple(b)}" for k, a, b in self.mismatched])
-            )
-        if self.ignored:
-            lines.append(f"ignored {len(self.ignored)} keys (not part of this model)")
-        return "; ".join(lines) if lines else "all keys matched"
-
-
-class CheckpointMismatch(ValueError):
-    def __init__(self, what: str, report: LoadReport):
-        super().__init__(f"{what}: {report}")
-        self.report = report
+try:  # the optional "hf" extra: .safetensors files need it, .pth/.bin files do not
+    import safetensors.torch as safetensors_torch
+except ImportError:
+    safetensors_torch = None
 
 
 def _check_exists(path) -> str:
@@ -74,24 +42,18 @@ def _check_regular(path: str) -> None:
         raise ValueError(f"{path}: not a regular file")
 
 
-# what torch.load / safetensors raise on truncated, garbage or non-tensor files
-_READ_ERRORS = (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError)
-
-
 def _load_file(path) -> dict:
     path = _check_exists(path)
     _check_regular(path)
     try:
         if path.endswith(".safetensors"):
-            try:
-                from safetensors.torch import load_file
-            except ImportError as e:
-                raise ImportError(f"{path}: reading .safetensors needs the 'safetensors' package") from e
-            return load_file(path, device="cpu")
+            if safetensors_torch is None:
+                raise ImportError(f"{path}: reading .safetensors needs the 'safetensors' package")
+            return safetensors_torch.load_file(path, device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
     except ImportError:
         raise
-    except Exception as e:  # noqa: BLE001 - pickle.UnpicklingError, safetensors' SafetensorError and the above
+    except Exception as e:  # noqa: BLE001 - garbage files raise RuntimeError, EOFError, UnpicklingError, SafetensorError...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
 
@@ -181,9 +143,9 @@ def save_sharded(state_dict: dict, directory: str, max_shard_bytes: int = 2 << 3
     for i, shard in enumerate(shards):
         name = f"{prefix}-{i + 1:05d}-of-{len(shards):05d}.{ext}"
         if safetensors:
-            from safetensors.torch import save_file
-
-            save_file(shard, os.path.join(directory, name))
+            if safetensors_torch is None:
+                raise ImportError("safetensors: writing .safetensors shards needs the 'safetensors' package")
+            safetensors_torch.save_file(shard, os.path.join(directory, name))
         else:
             torch.save(shard, os.path.join(directory, name))
         weight_map.update({k: name for k in shard})
@@ -191,19 +153,6 @@ def save_sharded(state_dict: dict, directory: str, max_shard_bytes: int = 2 << 3
     with open(index, "w") as f:
         json.dump({"metadata": {}, "weight_map": weight_map}, f)
     return index
-
-
-def compare_keys(model: nn.Module, state_dict: dict) -> LoadReport:
-    own = model.state_dict()
-    rep = LoadReport()
-    rep.missing = [k for k in own if k not in state_dict]
-    rep.unexpected = [k for k in state_dict if k not in own]
-    rep.mismatched = [
-        (k, tuple(state_dict[k].shape), tuple(own[k].shape))
-        for k in own
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
-    ]
-    return rep
 
 
 def _default_cfg_uncond(model: nn.Module) -> torch.Tensor:
@@ -346,9 +295,6 @@ def load_infinity(
 
     With a checkpoint and ``strict``, the module is built on the meta device and materialised from the file, so a
     missing, unreadable or mismatched file fails before any memory is spent on random weights."""
-    from .transformer import build_infinity
-    from .vae import BSQVAE
-
     cfg = get_config(config) if isinstance(config, str) else config
     for p in (model_path, vae_path):
         if p is not None:

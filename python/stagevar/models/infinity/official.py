@@ -7,7 +7,8 @@ loop for our class, the StageVAR loop after ``stagevar.accelerate``. Returns ups
 
 On an object of the official class, cross-attention runs in bf16 (``ca_bf16``), as the official code does: its
 ``CrossAttention`` casts fp32 queries and keys/values to bf16 for ``flash_attn``, on every device; so ``vanilla``
-through ``stagevar.accelerate`` gives the official images bit for bit. Our class keeps fp32 cross-attention.
+through ``stagevar.accelerate`` gives the official images bit for bit. Our class keeps fp32 cross-attention: it says
+so with its class attribute ``ca_bf16 = False``, which the official class does not have.
 
 Supported: ``cfg_insertion_layer`` 0 (CFG on logits; every official script) or -k (on a block's output;
 ``gen_one_img``'s default -5), the bitwise VAE (``vae_type != 0``),
@@ -17,13 +18,9 @@ arguments (``cfg_sc``, ``gumbel``, ``norm_cfg``, ...) are accepted and ignored, 
 
 from __future__ import annotations
 
-from .session import new_session, run_scales, to_uint8
+import torch
 
-
-def plain_runner(session, *, decode=True, call_seed=None):
-    """Runner of the unaccelerated loop (all scales, all blocks)."""
-    run_scales(session)
-    return session.decode() if decode else None
+from .session import new_session
 
 
 def official_call(
@@ -57,7 +54,8 @@ def official_call(
     save_img_path=None,
     sampling_per_bits=1,
 ):
-    """Upstream ``Infinity.autoregressive_infer_cfg`` semantics driven by ``runner(session, decode, call_seed)``."""
+    """Upstream ``Infinity.autoregressive_infer_cfg`` semantics driven by ``runner(session, decode, call_seed)``
+    (``stagevar.models.common.run_plain`` for the plain loop)."""
     if vae is None or scale_schedule is None or label_B_or_BLT is None:
         raise ValueError("vae, scale_schedule and label_B_or_BLT are required")
     n = len(scale_schedule)
@@ -70,8 +68,6 @@ def official_call(
         raise ValueError("gt_leak > 0 (teacher forcing) is not supported")
     if trunk_scale < n:
         raise ValueError(f"trunk_scale={trunk_scale} < {n} scales is not supported")
-    from .transformer import Infinity
-
     seed = None if g_seed is None else int(g_seed)
     session = new_session(
         model,
@@ -86,12 +82,14 @@ def official_call(
         top_k=top_k,
         top_p=top_p,
         cfg_insertion_layer=cfg_insertion_layer,
-        ca_bf16=not isinstance(model, Infinity),  # the official class: bf16 cross-attention, as its flash_attn call
+        ca_bf16=getattr(model, "ca_bf16", True),  # the official class: bf16 cross-attention, as its flash_attn call
     )
     images = runner(session, decode=bool(ret_img), call_seed=seed)
     if not ret_img:
         return [], [], []
-    return [], [], to_uint8(images).flip(dims=(3,))
+    # upstream's own conversion, on purpose: truncation (not rounding) and BGR order, so the bytes are upstream's
+    images_BHW3 = images.permute(0, 2, 3, 1).mul(255).to(torch.uint8)
+    return [], [], images_BHW3.flip(dims=(3,))
 
 
-__all__ = ["official_call", "plain_runner"]
+__all__ = ["official_call"]

@@ -1,9 +1,10 @@
 """2D rotary position embedding of Infinity, in final-grid units.
 
-Facts (reference/infinity.md section 1.6): head_dim ``c``; ``c/4`` frequencies ``1/10000^(2i/(c/2))``; angle pair j
-(dims 2j, 2j+1, interleaved) uses the row position for ``j < c/4`` and the column position after. A scale ``(h, w)``
-of a template whose '1M' grid is ``(uph, upw)`` puts row r at ``round(r * uph / h)`` and column q at
-``round(q * upw / w)`` (float32, half to even), e.g. a 6x6 scale of 1:1 uses {0, 11, 21, 32, 43, 53}.
+As upstream ``infinity/models/basic.py`` (``precompute_rope2d_freqs_grid``, ``apply_rotary_emb``): head_dim ``c``;
+``c/4`` frequencies ``1/10000^(2i/(c/2))``; angle pair j (dims 2j, 2j+1, interleaved) uses the row position for
+``j < c/4`` and the column position after. A scale ``(h, w)`` of a template whose '1M' grid is ``(uph, upw)`` puts
+row r at ``round(r * uph / h)`` and column q at ``round(q * upw / w)`` (float32, half to even), e.g. a 6x6 scale of
+1:1 uses {0, 11, 21, 32, 43, 53}.
 Everything here is fp32 (upstream disables autocast for RoPE).
 """
 

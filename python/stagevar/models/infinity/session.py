@@ -20,11 +20,10 @@ The plain loop (equal to upstream ``autoregressive_infer_cfg`` with ``cfg_insert
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from ...engine import StaticKV
+from ..common import autocast, make_generators
 from ..session import GUIDANCES, UNIT_KINDS, rows_for
 from . import bitwise, rope
 from .blocks import (
@@ -55,18 +54,6 @@ def _as_list(v, n: int, name: str) -> list[float]:
     if len(v) < n:
         raise ValueError(f"{name}: expected at least {n} values (one per scale), got {len(v)}")
     return v
-
-
-def _generators(seeds, batch: int, device):
-    """None -> None (torch's default generator); int -> one generator; list of B ints -> B generators."""
-    if seeds is None:
-        return None
-    if isinstance(seeds, int):
-        return torch.Generator(device=device).manual_seed(int(seeds))
-    seeds = list(seeds)
-    if len(seeds) != batch:
-        raise ValueError(f"seeds: expected {batch} per-item seeds, got {len(seeds)}")
-    return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
 
 
 def _cfg_insertion(layers, depth: int) -> tuple[bool, set[int]]:
@@ -154,7 +141,7 @@ class InfinitySession:
         if amp_dtype == "auto":
             amp_dtype = torch.bfloat16 if self.device.type == "cuda" else None
         self.amp_dtype = amp_dtype
-        self.generators = _generators(seeds, self.batch, self.device)
+        self.generators = make_generators(seeds, self.batch, self.device)
         self.use_cfg = any(c != 1 for c in self.cfg_list)
         self.guidance = "cfg" if self.use_cfg else "cond"
         self._chunks = model_blocks(model)
@@ -193,9 +180,7 @@ class InfinitySession:
         return self._amp()
 
     def _amp(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
     def _prepare_text(self, text: TextFeatures, negative: TextFeatures | None):
         m = self.model
@@ -364,11 +349,6 @@ class InfinitySession:
         return ((img.float() + 1) / 2).clamp_(0, 1)
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Float RGB ``(B, 3, H, W)`` in [0, 1] -> uint8 RGB ``(B, H, W, 3)`` (truncation, as upstream's ``to(uint8)``)."""
-    return images.permute(0, 2, 3, 1).mul(255).to(torch.uint8)
-
-
 def new_session(model, vae, scale_schedule, text, **kwargs) -> InfinitySession:
     """Start one generation.
 
@@ -392,19 +372,3 @@ def new_session(model, vae, scale_schedule, text, **kwargs) -> InfinitySession:
             baseline the benchmark times.
     """
     return InfinitySession(model, vae, scale_schedule, text, **kwargs)
-
-
-def run_scales(session: InfinitySession) -> InfinitySession:
-    """The plain loop (no acceleration): all scales, all blocks, no decode. Returns ``session``."""
-    for si in range(len(session.scales)):
-        x = session.scale_input(si)
-        for unit in session.units("chunk"):
-            for block in unit:
-                x = session.run_block(block, x, si)
-        session.finish_scale(si, x)
-    return session
-
-
-def run_plain(session: InfinitySession) -> torch.Tensor:
-    """The plain loop, then ``session.decode()``: float RGB ``(B, 3, H, W)`` in [0, 1]."""
-    return run_scales(session).decode()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..common import run_plain
 from . import rope
 from .blocks import (
     TextContext,
@@ -24,14 +25,20 @@ from .blocks import (
 )
 from .config import InfinityConfig, get_config
 from .modules import AdaLNBeforeHead, CrossAttnBlock, MultipleLayers, SharedAdaLin, TextAttentivePool, TextNorm
-from .official import official_call, plain_runner
+from .official import official_call
 from .scales import normalize_schedule, rope_grid
 from .session import InfinitySession, model_blocks, new_session
 from .text import TextFeatures
 
 
 class Infinity(nn.Module):
-    """Infinity text-to-image transformer (bitwise labels, shared AdaLN, cos-attention, 2D RoPE)."""
+    """Infinity text-to-image transformer (bitwise labels, shared AdaLN, cos-attention, 2D RoPE).
+
+    ``ca_bf16 = False``: cross-attention stays fp32 in :func:`~.official.official_call` (objects of the official class,
+    which lack the attribute, run it in bf16 as their ``flash_attn`` call does).
+    """
+
+    ca_bf16 = False
 
     def __init__(self, cfg: InfinityConfig | str):
         super().__init__()
@@ -78,21 +85,17 @@ class Infinity(nn.Module):
         """See :func:`stagevar.models.infinity.session.new_session` for the keyword arguments."""
         return new_session(self, vae, scale_schedule, text, **kwargs)
 
-    def forward_teacher(self, text, x_wo_prefix, scale_schedule, ca_bf16: bool = False) -> torch.Tensor:
-        """Teacher-forced logits; see :func:`teacher_forced_logits`."""
-        return teacher_forced_logits(self, text, x_wo_prefix, scale_schedule, ca_bf16=ca_bf16)
-
     @torch.no_grad()
     def autoregressive_infer_cfg(self, *args, **kwargs):
         """The official entry point with upstream's signature (``vae, scale_schedule, label_B_or_BLT, B, ...``);
         see :func:`stagevar.models.infinity.official.official_call` for what is supported. Returns
         ``([], [], img)``, ``img`` uint8 ``(B, H, W, 3)`` in **BGR** order as upstream."""
-        return official_call(self, plain_runner, *args, **kwargs)
+        return official_call(self, run_plain, *args, **kwargs)
 
 
 def autoregressive_infer_cfg(model, *args, **kwargs):
     """Upstream ``autoregressive_infer_cfg`` (same arguments) on any Infinity object, through the plain loop."""
-    return official_call(model, plain_runner, *args, **kwargs)
+    return official_call(model, run_plain, *args, **kwargs)
 
 
 @torch.no_grad()

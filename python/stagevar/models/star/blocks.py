@@ -209,8 +209,9 @@ def block_forward(
         k, v = kv_append(k, v)
     x = x + attend(block.attn, q, k, v, self_mask)
     if text_row0 is not None:
-        tk, tv, tb = text_row0
+        tk, tv, tb = text_row0  # (1, H, T, c), (1, H, T, c), (1, 1, 1, T)
         ca_scale = None if consts is None else consts.ca_scale_mul
+        # row 0's (L, C) output broadcast onto every row: upstream's [0]
         x = x + cross_attention(block.cross_attn, ln(x[:1]), tk, tv, tb, ca_scale)[0]
     elif text is not None:
         hidden, bias = text
@@ -245,7 +246,7 @@ def block_forward_static(block: nn.Module, x: torch.Tensor, cos, sin, *, kv, tex
     k_new, v_new, k_all, v_all = kv(L, qkv.dtype)
     q = block_ops.qk_norm_rope(qkv, consts.sa_scale_mul, cos, sin, k_new, v_new, rope_first=True)
     x = block_ops.residual_gate(x, attend(attn, q, k_all, v_all))
-    tk, tv, tb = text_row0
+    tk, tv, tb = text_row0  # (1, H, T, c), (1, H, T, c), (1, 1, 1, T): row 0's output (1, L, C) reaches every row
     x = block_ops.residual_gate(
         x, cross_attention(block.cross_attn, _ln(block, x[:1]), tk, tv, tb, consts.ca_scale_mul)
     )

@@ -1,14 +1,17 @@
-"""Configurations of the STAR transformer and of its VQ-VAE (shapes only, no weights)."""
+"""Configurations of the STAR transformer and of its VQ-VAE (shapes only, no weights), and the geometry read back
+from a built model (ours or an object of the official ``VAR`` class)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from torch import nn
+
 PATCH_NUMS_1024 = (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
-# The levels of the sampler-only checkpoint (``enable_adaptive_norm=True``), which we refuse to load.
+# Key prefixes of the sampler-only checkpoint (``enable_adaptive_norm=True``), which the loader refuses.
 SAMPLER_KEY_PREFIXES = (
     "word_embed_head.",
     "feat_extract_blocks.",
@@ -76,22 +79,24 @@ def _d(depth: int, patch_nums) -> STARConfig:
 
 
 @dataclass(frozen=True)
-class Preset:
+class ModelConfig:
+    """One named model: the transformer's configuration ``star`` and its VQ-VAE's ``vae``."""
+
     star: STARConfig
     vae: VQVAEConfig = field(default_factory=VQVAEConfig)
 
 
-def _preset(star: STARConfig, **vae) -> Preset:
-    return Preset(star, VQVAEConfig(patch_nums=star.patch_nums, **vae))
+def _model(star: STARConfig, **vae) -> ModelConfig:
+    return ModelConfig(star, VQVAEConfig(patch_nums=star.patch_nums, **vae))
 
 
-PRESETS: dict[str, Preset] = {
-    "star-d30-1024": _preset(_d(30, PATCH_NUMS_1024)),
-    "star-d30-512": _preset(_d(30, PATCH_NUMS_512)),
-    "star-d30-256": _preset(_d(30, PATCH_NUMS_256)),
-    "star-d16-256": _preset(_d(16, PATCH_NUMS_256)),
+CONFIGS: dict[str, ModelConfig] = {
+    "star-d30-1024": _model(_d(30, PATCH_NUMS_1024)),
+    "star-d30-512": _model(_d(30, PATCH_NUMS_512)),
+    "star-d30-256": _model(_d(30, PATCH_NUMS_256)),
+    "star-d16-256": _model(_d(16, PATCH_NUMS_256)),
     # Test-sized: seconds on a CPU. ch=32 keeps GroupNorm(32) valid; 4 levels -> 8x downsampling.
-    "tiny": _preset(
+    "tiny": _model(
         STARConfig(depth=2, width=128, heads=4, in_dim_cross=64, vocab_size=64, cvae=8, patch_nums=(1, 2, 3, 4)),
         vocab_size=64,
         z_channels=8,
@@ -102,12 +107,28 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def get_preset(name: str, **overrides) -> Preset:
-    """A named preset; ``overrides`` replace fields of the transformer config (``patch_nums`` also reaches the VAE)."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown STAR config {name!r}; known: {sorted(PRESETS)}")
-    p = PRESETS[name]
+def get_config(name: str, **overrides) -> ModelConfig:
+    """The configuration called ``name`` (``star-d30-1024``, ``star-d30-512``, ``star-d30-256``, ``star-d16-256``,
+    ``tiny``); ``overrides`` replace fields of the transformer config (``patch_nums`` also reaches the VAE)."""
+    if name not in CONFIGS:
+        raise KeyError(f"unknown STAR config {name!r}; known: {sorted(CONFIGS)}")
+    cfg = CONFIGS[name]
     if not overrides:
-        return p
-    star = replace(p.star, **overrides)
-    return Preset(star, replace(p.vae, patch_nums=star.patch_nums))
+        return cfg
+    star = replace(cfg.star, **overrides)
+    return ModelConfig(star, replace(cfg.vae, patch_nums=star.patch_nums))
+
+
+def model_geometry(model: nn.Module) -> dict:
+    """Width, heads, head_dim, patch_nums and RoPE parameters of our STAR or of an official ``VAR`` object."""
+    C = model.word_embed.out_features
+    H = model.blocks[0].attn.scale_mul_1H11.shape[1]
+    theta = getattr(model, "rope_theta", None)
+    norm = getattr(model, "rope_norm", None)
+    cis = getattr(model, "compute_cis", None)  # upstream: functools.partial(compute_axial_cis, theta=, normalize=)
+    if cis is not None and hasattr(cis, "keywords"):
+        theta = cis.keywords.get("theta", theta)
+        norm = cis.keywords.get("normalize", norm)
+    if theta is None or norm is None:
+        raise ValueError("STAR: cannot find the RoPE parameters (rope_theta/rope_norm or compute_cis) on the model")
+    return dict(width=C, heads=H, head_dim=C // H, patch_nums=tuple(model.patch_nums), theta=theta, norm=norm)

@@ -17,33 +17,14 @@ import stat
 import torch
 from torch import nn
 
+from ..checkpoint import CheckpointMismatch, compare_keys
 from .config import SAMPLER_KEY_PREFIXES
-
-
-class StateDictMismatch(ValueError):
-    """A checkpoint's keys or shapes differ from the model's; the message lists them."""
-
-    def __init__(self, what: str, missing, unexpected, mismatched):
-        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
-        super().__init__(state_dict_report(what, self.missing, self.unexpected, self.mismatched))
 
 
 def _head(keys, n=12) -> str:
     keys = list(keys)
     more = f" ... (+{len(keys) - n} more)" if len(keys) > n else ""
     return ", ".join(str(k) for k in keys[:n]) + more
-
-
-def state_dict_report(what: str, missing, unexpected, mismatched) -> str:
-    """Readable summary: counts and the first keys of each kind (mismatched: ``key: ckpt shape vs model shape``)."""
-    lines = [f"{what}: checkpoint does not match the model"]
-    if missing:
-        lines.append(f"  missing ({len(missing)}): {_head(missing)}")
-    if unexpected:
-        lines.append(f"  unexpected ({len(unexpected)}): {_head(unexpected)}")
-    if mismatched:
-        lines.append(f"  shape mismatch ({len(mismatched)}): {_head(mismatched)}")
-    return "\n".join(lines)
 
 
 def read_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False):
@@ -109,33 +90,21 @@ def extract_star_state_dict(obj) -> dict[str, torch.Tensor]:
     return sd
 
 
-def check_state_dict(model: nn.Module, sd: dict, what: str = "state dict"):
-    """Compare keys and shapes; returns ``(missing, unexpected, mismatched)`` lists."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    mismatched = [
-        f"{k}: {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
-    return missing, unexpected, mismatched
-
-
 def _on_meta(model: nn.Module) -> bool:
     return any(t.is_meta for t in model.state_dict().values())
 
 
 def load_into(model: nn.Module, sd: dict, *, strict: bool = True, what: str = "state dict"):
-    """``model.load_state_dict`` after a readable strict check (raises :class:`StateDictMismatch`).
+    """``model.load_state_dict`` after a readable strict check (raises
+    :class:`~stagevar.models.checkpoint.CheckpointMismatch`; mis-shaped keys raise it even when not ``strict``).
 
     A model built on the meta device gets the checkpoint's tensors assigned (``assign=True``): no double init.
     """
     if not isinstance(sd, dict) or any(not isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{what}: not a state dict of tensors")
-    missing, unexpected, mismatched = check_state_dict(model, sd, what)
-    if mismatched or (strict and (missing or unexpected)):
-        raise StateDictMismatch(what, missing, unexpected, mismatched)
+    report = compare_keys(model, sd)
+    if report.mismatched or (strict and not report.ok):
+        raise CheckpointMismatch(what, report)
     meta = _on_meta(model)
     result = nn.Module.load_state_dict(model, sd, strict=strict, assign=meta)
     if meta and _on_meta(model):
@@ -144,7 +113,7 @@ def load_into(model: nn.Module, sd: dict, *, strict: bool = True, what: str = "s
     return result
 
 
-def load_star(model: nn.Module, path_or_state, *, strict: bool = True, allow_pickle: bool = False) -> nn.Module:
+def load_star_weights(model: nn.Module, path_or_state, *, strict: bool = True, allow_pickle: bool = False) -> nn.Module:
     """Load a STAR transformer checkpoint (path, loaded object, or state dict) into ``model``; returns ``model``."""
     obj = (
         read_checkpoint(path_or_state, allow_pickle=allow_pickle)
@@ -155,7 +124,7 @@ def load_star(model: nn.Module, path_or_state, *, strict: bool = True, allow_pic
     return model
 
 
-def load_vqvae(vae: nn.Module, path_or_state, *, strict: bool = True, allow_pickle: bool = False) -> nn.Module:
+def load_vqvae_weights(vae: nn.Module, path_or_state, *, strict: bool = True, allow_pickle: bool = False) -> nn.Module:
     """Load VAR's ``vae_ch160v4096z32.pth`` (or STAR's ``VAE.pth``) into ``vae``; returns ``vae``.
 
     ``quantize.ema_vocab_hit_SV`` (a training statistic, one row per scale) is replaced by the model's own buffer

@@ -15,13 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .session import new_session, run_scales
-
-
-def plain_runner(session, *, decode=True, call_seed=None):
-    """Runner of the unaccelerated loop (all scales, all blocks)."""
-    run_scales(session)
-    return session.decode() if decode else None
+from .session import new_session
 
 
 @torch.no_grad()
@@ -41,7 +35,8 @@ def official_call(
     w_mask=False,
     sample_version="new",
 ):
-    """Upstream ``VAR.autoregressive_infer_cfg`` semantics (``models/var_drop.py``) driven by ``runner``."""
+    """Upstream ``VAR.autoregressive_infer_cfg`` semantics (``models/var_drop.py``) driven by ``runner``
+    (``stagevar.models.common.run_plain`` for the plain loop)."""
     if more_smooth:
         raise ValueError("more_smooth: STAR's Gumbel-softmax visualisation mode is not supported")
     if sample_version == "old":
@@ -66,4 +61,4 @@ def official_call(
     return runner(session, decode=True, call_seed=seed)
 
 
-__all__ = ["official_call", "plain_runner"]
+__all__ = ["official_call"]

@@ -1,23 +1,10 @@
-"""Top-k / top-p token sampling with upstream's draw order (``models/helpers.py::sample_with_top_k_top_p_``)."""
+"""Token sampling with upstream's draw order (``models/helpers.py::sample_with_top_k_top_p_``)."""
 
 from __future__ import annotations
 
 import torch
 
-
-def filter_top_k_top_p_(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """In place on ``logits`` ``(..., V)``: keep the ``top_k`` largest (ties at the threshold kept), then the
-    smallest set whose probability mass exceeds ``top_p`` (the most likely token always kept). Returns ``logits``."""
-    V = logits.shape[-1]
-    if top_k > 0:
-        kth = logits.topk(min(top_k, V), dim=-1, largest=True, sorted=False)[0].amin(dim=-1, keepdim=True)
-        logits.masked_fill_(logits < kth, -torch.inf)
-    if top_p > 0:
-        srt, order = logits.sort(dim=-1, descending=False)
-        drop = srt.softmax(dim=-1).cumsum_(dim=-1) <= (1 - top_p)
-        drop[..., -1:] = False
-        logits.masked_fill_(drop.scatter(order.ndim - 1, order, drop), -torch.inf)
-    return logits
+from ..sampling import filter_top_k_top_p_
 
 
 def sample_tokens(

@@ -21,19 +21,17 @@ keeps row 0).
 
 from __future__ import annotations
 
-import numbers
-from contextlib import nullcontext
-
 import torch
 from torch import nn
 
 from ...engine import StaticKV
+from ..common import autocast, make_generators
 from ..session import UNIT_KINDS, rows_for
 from .blocks import BlockConsts, block_forward_static, cross_text_kv, num_heads_of, text_bias
+from .config import model_geometry
 from .quant import add_scale_codes, next_scale_input
 from .rope import rope_tables
 from .sampling import sample_tokens
-from .transformer import model_geometry
 
 
 def _unpack_text(text):
@@ -80,24 +78,26 @@ class STARSession:
                 f"{tuple(pool.shape)}"
             )
         wdt = model.encoder_proj.weight.dtype
-        self.hidden = hidden.to(self.device, wdt)
-        self.bias = text_bias(mask.to(self.device))
-        self.pool = pool.to(self.device, wdt)
+        self.hidden = hidden.to(self.device, wdt)  # (R, T, D)
+        self.bias = text_bias(mask.to(self.device))  # (R, 1, 1, T) fp32, 0 or -inf
+        self.pool = pool.to(self.device, wdt)  # (R, D)
 
         self.patch_nums = geo["patch_nums"]
         self.scales = [(pn, pn) for pn in self.patch_nums]
         self.batch, self.guidance, self.width = B, "cfg", geo["width"]
         self.cfg, self.top_k, self.top_p = float(cfg), int(top_k), float(top_p)
+        # (L_total, head_dim/2) fp32 each, every scale's tokens in raster order
         self.cos, self.sin = rope_tables(geo["head_dim"], self.patch_nums, geo["theta"], geo["norm"], self.device)
         self._begin = [0]
         for pn in self.patch_nums:
             self._begin.append(self._begin[-1] + pn * pn)
-        self._gens = self._make_generators(seeds, B)
+        self._gens = make_generators(seeds, B, self.device)
         self._block_index = {id(b): i for i, b in enumerate(model.blocks)}
         self.consts = [BlockConsts.of(b) for b in model.blocks]
         heads = num_heads_of(model.blocks[0].attn)
         self.kv = StaticKV(len(model.blocks), self.rows, heads, self._begin[-1], geo["head_dim"], self.device)
         HW = self.patch_nums[-1]
+        # the accumulated codes (B, Cvae, HW, HW), fp32 whatever the autocast dtype
         self.f_hat = torch.zeros(B, self.quantize.embedding.weight.shape[1], HW, HW, device=self.device)
         self.record = record
         self.records: list[dict] = []
@@ -115,22 +115,7 @@ class STARSession:
         return [r["tokens"] for r in self.records]
 
     def _amp(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def _make_generators(self, seeds, B):
-        def gen(s):
-            return torch.Generator(device=self.device).manual_seed(int(s))
-
-        if seeds is None:
-            return None
-        if isinstance(seeds, numbers.Integral):
-            return gen(seeds)
-        seeds = list(seeds)
-        if len(seeds) != B:
-            raise ValueError(f"STARSession: {len(seeds)} seeds for batch {B}")
-        return [gen(s) for s in seeds]
+        return autocast(self.device, self.amp_dtype)
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -152,10 +137,11 @@ class STARSession:
         lvl = m.lvl_embed.weight[si]
         with self._amp():
             if si == 0:
-                sos = m.encoder_proj(self.pool)[:, None]
-                return sos + m.pos_start + lvl
-            x = m.word_embed(next_scale_input(self.f_hat, self.patch_nums[si]).to(m.word_embed.weight.dtype)) + lvl
-        return x.repeat(2, 1, 1) if self.guidance == "cfg" else x
+                sos_R1C = m.encoder_proj(self.pool)[:, None]
+                return sos_R1C + m.pos_start + lvl
+            codes_BLc = next_scale_input(self.f_hat, self.patch_nums[si])
+            x_BLC = m.word_embed(codes_BLc.to(m.word_embed.weight.dtype)) + lvl
+        return x_BLC.repeat(2, 1, 1) if self.guidance == "cfg" else x_BLC  # (R, pn^2, C)
 
     @torch.no_grad()
     def _text_row0(self) -> list[tuple]:
@@ -214,21 +200,22 @@ class STARSession:
         if x.shape[:2] != (self.rows, pn * pn):
             raise ValueError(f"finish_scale: expected x of shape ({self.rows}, {pn * pn}, C), got {tuple(x.shape)}")
         with self._amp():
-            logits = self.logits(x)
-        rec = {"si": si, "head_logits": logits.clone()} if self.record else None
+            logits_RLV = self.logits(x)
+        rec = {"si": si, "head_logits": logits_RLV.clone()} if self.record else None
         B = self.batch
+        logits_BLV = logits_RLV
         if self.guidance == "cfg":
             t = self.cfg * si / (len(self.patch_nums) - 1)
-            logits = (1 + t) * logits[:B] - t * logits[B:]
+            logits_BLV = (1 + t) * logits_RLV[:B] - t * logits_RLV[B:]
         if rec is not None:
-            rec["logits"] = logits.clone()
-        idx = sample_tokens(logits, self.top_k, self.top_p, self._gens)
+            rec["logits"] = logits_BLV.clone()
+        idx_BL = sample_tokens(logits_BLV, self.top_k, self.top_p, self._gens)
         if rec is not None:
-            rec["tokens"] = idx
+            rec["tokens"] = idx_BL
             self.records.append(rec)
-        h = self.quantize.embedding(idx).transpose(1, 2).reshape(B, -1, pn, pn)
+        h_BCpp = self.quantize.embedding(idx_BL).transpose(1, 2).reshape(B, -1, pn, pn)
         with self._amp():
-            add_scale_codes(self.quantize, self.f_hat, h, si, len(self.patch_nums))
+            add_scale_codes(self.quantize, self.f_hat, h_BCpp, si, len(self.patch_nums))
 
     @torch.no_grad()
     def decode(self) -> torch.Tensor:
@@ -249,24 +236,13 @@ class STARSession:
         return self.f_hat
 
 
-def new_session(
-    model: nn.Module,
-    vae: nn.Module | None,
-    text,
-    *,
-    batch: int,
-    seeds=None,
-    cfg: float = 4.5,
-    top_k: int = 600,
-    top_p: float = 0.8,
-    record: bool = False,
-    amp_dtype="auto",
-) -> STARSession:
+def new_session(model: nn.Module, vae: nn.Module | None, text, **kwargs) -> STARSession:
     """A :class:`STARSession` for ``model`` (ours or an official ``VAR``) and its VQ-VAE.
 
     Args:
         vae: the VQ-VAE; None uses ``model.vae_proxy[0]`` (set by the official builder, or ``STAR.attach_vae``).
         text: ``(hidden (2B, 77, 1024) float, mask (2B, 77) 0/1, pool (2B, 1024))``, prompt rows first.
+        batch: the number of images ``B`` (keyword, required).
         seeds: int (one generator, upstream's draw order), list of B ints (one generator per image) or None
             (the global generator).
         cfg, top_k, top_p: guidance scale (``t = cfg * si / (S - 1)``) and sampling rule (sample.py: 4.5, 600, 0.8).
@@ -279,38 +255,4 @@ def new_session(
         if not proxy:
             raise ValueError("new_session: pass the VQ-VAE (the model has no vae_proxy)")
         vae = proxy[0]
-    return STARSession(
-        model,
-        vae,
-        text,
-        batch=batch,
-        seeds=seeds,
-        cfg=cfg,
-        top_k=top_k,
-        top_p=top_p,
-        record=record,
-        amp_dtype=amp_dtype,
-    )
-
-
-@torch.no_grad()
-def run_scales(session: STARSession) -> STARSession:
-    """The plain scale loop (every block, every scale) on ``session``, without decoding; returns the session."""
-    for si in range(len(session.scales)):
-        x = session.scale_input(si)
-        for unit in session.units("block"):
-            for block in unit:
-                x = session.run_block(block, x, si)
-        session.finish_scale(si, x)
-    return session
-
-
-def run_plain(session: STARSession) -> torch.Tensor:
-    """The plain loop (no acceleration), then ``session.decode()``: images float32 ``(B, 3, H, W)`` in [0, 1]."""
-    return run_scales(session).decode()
-
-
-@torch.no_grad()
-def generate(model: nn.Module, vae: nn.Module | None, text, **kwargs) -> torch.Tensor:
-    """Plain generation: images float32 ``(B, 3, H, W)`` in [0, 1]. ``kwargs`` as :func:`new_session`."""
-    return run_plain(new_session(model, vae, text, **kwargs))
+    return STARSession(model, vae, text, **kwargs)

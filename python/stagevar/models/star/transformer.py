@@ -12,9 +12,12 @@ import math
 import torch
 from torch import nn
 
+from ..common import run_plain
 from .blocks import STARBlock, block_forward, text_bias
-from .config import STARConfig, get_preset
+from .config import STARConfig, model_geometry
+from .official import official_call
 from .rope import rope_tables
+from .session import STARSession, new_session
 
 
 class STAR(nn.Module):
@@ -56,11 +59,6 @@ class STAR(nn.Module):
             self.init_weights(std)
         self.vae_proxy = (vae,) if vae is not None else ()
 
-    @classmethod
-    def from_config(cls, name: str = "star-d30-1024", vae: nn.Module | None = None, **overrides) -> STAR:
-        """Build from a preset name of :data:`stagevar.models.star.config.PRESETS` (weights random)."""
-        return cls(get_preset(name, **overrides).star, vae=vae)
-
     @torch.no_grad()
     def init_weights(self, std: float | None = None) -> None:
         """Random init in the spirit of upstream ``init_weights`` (trunc-normal, zero biases, scaled out-projections).
@@ -85,11 +83,9 @@ class STAR(nn.Module):
         return self
 
     # ------------------------------------------------------------------ generation entry points
-    def new_session(self, vae=None, text=None, **kwargs):
-        """A :class:`~stagevar.models.star.session.STARSession` (see :func:`~.session.new_session`)."""
-        from .session import new_session
-
-        return new_session(self, vae, text, **kwargs)
+    def new_session(self, *args, **kwargs) -> STARSession:
+        """See :func:`stagevar.models.star.session.new_session` for the arguments (after ``model``)."""
+        return new_session(self, *args, **kwargs)
 
     @torch.no_grad()
     def autoregressive_infer_cfg(self, *args, **kwargs) -> torch.Tensor:
@@ -97,27 +93,10 @@ class STAR(nn.Module):
         encoder_attention_mask, encoder_pool_feat, g_seed, cfg, top_k, top_p, more_smooth, w_mask,
         sample_version``): images ``(B, 3, H, W)`` float in ``[0, 1]``; see :mod:`.official` for what is supported.
         Autocast is the caller's, as upstream. ``stagevar.accelerate(model)`` replaces this method."""
-        from .official import official_call, plain_runner
-
-        return official_call(self, plain_runner, *args, **kwargs)
+        return official_call(self, run_plain, *args, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- teacher forcing
-
-
-def model_geometry(model: nn.Module) -> dict:
-    """Width, heads, head_dim, patch_nums and RoPE parameters of our STAR or of an official ``VAR`` object."""
-    C = model.word_embed.out_features
-    H = model.blocks[0].attn.scale_mul_1H11.shape[1]
-    theta = getattr(model, "rope_theta", None)
-    norm = getattr(model, "rope_norm", None)
-    cis = getattr(model, "compute_cis", None)  # upstream: functools.partial(compute_axial_cis, theta=, normalize=)
-    if cis is not None and hasattr(cis, "keywords"):
-        theta = cis.keywords.get("theta", theta)
-        norm = cis.keywords.get("normalize", norm)
-    if theta is None or norm is None:
-        raise ValueError("STAR: cannot find the RoPE parameters (rope_theta/rope_norm or compute_cis) on the model")
-    return dict(width=C, heads=H, head_dim=C // H, patch_nums=tuple(model.patch_nums), theta=theta, norm=norm)
 
 
 def level_ids(patch_nums, device=None) -> torch.Tensor:

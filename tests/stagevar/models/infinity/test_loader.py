@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from stagevar.models.checkpoint import CheckpointMismatch
 from stagevar.models.infinity import (
     BSQVAE,
-    CheckpointMismatch,
     build_infinity,
     load_infinity,
     load_infinity_weights,

@@ -3,15 +3,13 @@
 import pytest
 import torch
 
+from stagevar.models.common import run_plain, to_uint8
 from stagevar.models.infinity import (
     H_DIV_W_TEMPLATES,
     TextFeatures,
     get_scale_schedule,
     new_session,
-    run_plain,
-    run_scales,
     teacher_forced_logits,
-    to_uint8,
 )
 from stagevar.models.session import GenerationSession
 
@@ -195,7 +193,8 @@ def test_autoregressive_infer_cfg_official_format(tiny):
     )
     s = _run(model, vae, sched, text, seeds=3, cfg_list=3.0, tau_list=0.5)
     assert ret == [] and idx == []
-    assert torch.equal(img, to_uint8(s.decode()).flip(dims=(3,)))  # BGR as upstream
+    # upstream's conversion (truncation, BGR), which the official entry point keeps
+    assert torch.equal(img, s.decode().permute(0, 2, 3, 1).mul(255).to(torch.uint8).flip(dims=(3,)))
     with pytest.raises(ValueError, match="cfg_insertion_layer"):
         model.autoregressive_infer_cfg(
             vae=vae,
@@ -257,7 +256,7 @@ def test_bf16_paths_run_on_cpu(mode):
     s = new_session(
         model, vae, get_scale_schedule(1.0, "0.06M"), make_text([3, 5]), seeds=[0, 1], amp_dtype=amp, record=True
     )
-    run_scales(s)
+    run_plain(s, decode=False)
     assert s.kv.view(0)[0].dtype == torch.bfloat16
     assert s.records[-1]["logits"].dtype == torch.float32
     img = s.decode()

@@ -73,12 +73,12 @@ def _tiny_t5_dir(path):
 def test_t5_local_directory_end_to_end(tmp_path, tiny):
     if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("sentencepiece") is None:
         pytest.skip("transformers/sentencepiece not installed")
-    from stagevar.models.infinity import encode_prompts, generate
+    from stagevar.models.infinity import encode_prompts, generate_images
 
     tok, enc = load_t5(_tiny_t5_dir(tmp_path), device="cpu", dtype=torch.float32)
     text = encode_prompts(tok, enc, ["a cat", "a red dog on the grass"], max_length=16)
     assert text.batch == 2 and text.lens[0] < text.lens[1] <= 16 and text.feats.shape == (sum(text.lens), 128)
     assert text.feats.dtype == torch.float32
     model, vae = tiny
-    out = generate(model, vae, text, pn="0.06M", seeds=[0, 1])
+    out = generate_images(model, vae, text, pn="0.06M", seeds=[0, 1])
     assert out["uint8"].shape == (2, 64, 64, 3)

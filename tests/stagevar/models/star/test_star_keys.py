@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from stagevar.models.star import STAR, VQVAE, get_preset
+from stagevar.models.star import STAR, VQVAE, get_config
 
 C, H, V, CV, TXT, S = 1920, 30, 4096, 32, 1024, 14
 
@@ -132,7 +132,7 @@ def _diff(got, exp):
 
 def test_star_d30_keys_and_shapes():
     with torch.device("meta"):
-        model = STAR(get_preset("star-d30-1024").star)
+        model = STAR(get_config("star-d30-1024").star)
     got, exp = _shapes(model), expected_star()
     assert _diff(got, exp) == ([], [], [])
     n = sum(v.numel() for v in model.state_dict().values())
@@ -142,11 +142,11 @@ def test_star_d30_keys_and_shapes():
 
 def test_vqvae_keys_and_shapes():
     with torch.device("meta"):
-        vae = VQVAE(get_preset("star-d30-1024").vae)
+        vae = VQVAE(get_config("star-d30-1024").vae)
     assert _diff(_shapes(vae), expected_vae()) == ([], [], [])
 
 
 def test_vqvae_256_schedule_has_10_scale_statistic():
     with torch.device("meta"):
-        vae = VQVAE(get_preset("star-d30-256").vae)
+        vae = VQVAE(get_config("star-d30-256").vae)
     assert tuple(vae.quantize.ema_vocab_hit_SV.shape) == (10, 4096)

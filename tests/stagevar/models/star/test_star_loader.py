@@ -6,7 +6,8 @@ import pytest
 import torch
 from star_helpers import tiny
 
-from stagevar.models.star import STAR, VQVAE, StateDictMismatch, get_preset, load_star, load_vqvae
+from stagevar.models.checkpoint import CheckpointMismatch
+from stagevar.models.star import STAR, VQVAE, get_config, load_star_weights, load_vqvae_weights
 
 
 def _fresh():
@@ -19,7 +20,7 @@ def test_nested_training_checkpoint(tmp_path, tiny_model):
     path = tmp_path / "STAR.pth"
     torch.save({"trainer": {"var_wo_ddp": src.state_dict(), "epoch": 3}, "iter": 10}, path)
     dst, _ = _fresh()
-    load_star(dst, path)
+    load_star_weights(dst, path)
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v)
 
@@ -27,12 +28,12 @@ def test_nested_training_checkpoint(tmp_path, tiny_model):
 def test_flat_state_dict_and_module_prefix(tmp_path, tiny_model):
     src, _ = tiny_model
     dst, _ = _fresh()
-    load_star(dst, {f"module.{k}": v for k, v in src.state_dict().items()})
+    load_star_weights(dst, {f"module.{k}": v for k, v in src.state_dict().items()})
     assert torch.equal(dst.head_logits.weight, src.head_logits.weight)
     path = tmp_path / "flat.pth"
     torch.save(src.state_dict(), path)
     dst2, _ = _fresh()
-    load_star(dst2, str(path))
+    load_star_weights(dst2, str(path))
     assert torch.equal(dst2.word_embed.weight, src.word_embed.weight)
 
 
@@ -43,21 +44,21 @@ def test_strict_report_names_missing_unexpected_and_shapes(tiny_model):
     sd["blocks.0.attn.extra"] = torch.zeros(1)
     sd["head_logits.bias"] = torch.zeros(7)
     dst, _ = _fresh()
-    with pytest.raises(StateDictMismatch) as e:
-        load_star(dst, sd)
+    with pytest.raises(CheckpointMismatch) as e:
+        load_star_weights(dst, sd)
     msg = str(e.value)
-    assert "missing (1): blocks.0.attn.q_bias" in msg
-    assert "unexpected (1): blocks.0.attn.extra" in msg
-    assert "head_logits.bias: (7,) vs (64,)" in msg
-    assert e.value.missing == ["blocks.0.attn.q_bias"]
+    assert "missing 1 keys: blocks.0.attn.q_bias" in msg
+    assert "unexpected 1 keys: blocks.0.attn.extra" in msg
+    assert "head_logits.bias ckpt (7,) vs model (64,)" in msg
+    assert e.value.report.missing == ["blocks.0.attn.q_bias"]
 
 
 def test_missing_file(tmp_path, tiny_model):
     m, v = tiny_model
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        load_star(m, tmp_path / "nope.pth")
+        load_star_weights(m, tmp_path / "nope.pth")
     with pytest.raises(FileNotFoundError, match="vae.pth"):
-        load_vqvae(v, str(tmp_path / "vae.pth"))
+        load_vqvae_weights(v, str(tmp_path / "vae.pth"))
 
 
 def test_sampler_checkpoint_refused(tiny_model):
@@ -67,7 +68,7 @@ def test_sampler_checkpoint_refused(tiny_model):
     sd["head_logits2.weight"] = torch.zeros(64, 128)
     dst, _ = _fresh()
     with pytest.raises(ValueError, match="sampler head is not supported.*non-sampler STAR checkpoint"):
-        load_star(dst, {"trainer": {"var_wo_ddp": sd}})
+        load_star_weights(dst, {"trainer": {"var_wo_ddp": sd}})
 
 
 def test_pickled_objects_need_allow_pickle(tmp_path, tiny_model):
@@ -77,8 +78,8 @@ def test_pickled_objects_need_allow_pickle(tmp_path, tiny_model):
     torch.save({"trainer": {"var_wo_ddp": src.state_dict()}, "args": _Args()}, path)
     dst, _ = _fresh()
     with pytest.raises(ValueError, match="allow_pickle=True"):
-        load_star(dst, path)
-    load_star(dst, path, allow_pickle=True)
+        load_star_weights(dst, path)
+    load_star_weights(dst, path, allow_pickle=True)
     assert torch.equal(dst.pos_start, src.pos_start)
 
 
@@ -87,20 +88,20 @@ class _Args:
 
 
 def test_vqvae_load_replaces_scale_statistic_of_other_schedule(tmp_path):
-    cfg = get_preset("tiny").vae
+    cfg = get_config("tiny").vae
     v10 = VQVAE(type(cfg)(**{**cfg.__dict__, "patch_nums": tuple(range(1, 11))}))
     v4 = VQVAE(cfg)
     sd = v10.state_dict()
     assert sd["quantize.ema_vocab_hit_SV"].shape[0] == 10
     path = tmp_path / "vae.pth"
     torch.save(sd, path)
-    load_vqvae(v4, path)
+    load_vqvae_weights(v4, path)
     assert v4.quantize.ema_vocab_hit_SV.shape[0] == 4
     assert torch.equal(v4.decoder.conv_out.weight, v10.decoder.conv_out.weight)
     v4.load_state_dict(sd)  # the module's own load_state_dict does the same, as upstream
     sd.pop("encoder.conv_in.weight")
-    with pytest.raises(StateDictMismatch, match="encoder.conv_in.weight"):
-        load_vqvae(v4, sd)
+    with pytest.raises(CheckpointMismatch, match="encoder.conv_in.weight"):
+        load_vqvae_weights(v4, sd)
 
 
 def test_meta_build_then_assign_load(tiny_model):
@@ -111,20 +112,22 @@ def test_meta_build_then_assign_load(tiny_model):
     assert torch.equal(m.word_embed.weight, src.word_embed.weight)
 
 
-def test_load_pretrained_from_files(tmp_path, tiny_model):
+def test_load_star_from_files(tmp_path, tiny_model):
     from star_helpers import make_text
 
-    from stagevar.models.star import generate, load_pretrained
+    from stagevar.models.star import generate_images, load_star
 
     src, svae = tiny_model
     torch.save({"trainer": {"var_wo_ddp": src.state_dict()}}, tmp_path / "STAR.pth")
     torch.save(svae.state_dict(), tmp_path / "VAE.pth")
-    model, vae = load_pretrained(tmp_path / "STAR.pth", tmp_path / "VAE.pth", "tiny", depth=2, width=128, heads=4)
+    model, vae = load_star(tmp_path / "STAR.pth", tmp_path / "VAE.pth", "tiny", depth=2, width=128, heads=4)
     assert not any(t.is_meta for t in model.state_dict().values())
     assert model.vae_proxy[0] is vae
     text = make_text(1)
     kw = dict(batch=1, seeds=0, cfg=4.5, top_k=20, top_p=0.9)
-    assert torch.equal(generate(model, vae, text, **kw), generate(src, svae, text, **kw))
+    assert torch.equal(
+        generate_images(model, vae, text, **kw)["images"], generate_images(src, svae, text, **kw)["images"]
+    )
 
 
 def test_legacy_serialization_format_loads(tmp_path, tiny_model):
@@ -132,5 +135,5 @@ def test_legacy_serialization_format_loads(tmp_path, tiny_model):
     path = tmp_path / "legacy.pth"
     torch.save(src.state_dict(), path, _use_new_zipfile_serialization=False)
     dst, _ = _fresh()
-    load_star(dst, path)
+    load_star_weights(dst, path)
     assert torch.equal(dst.head_logits.weight, src.head_logits.weight)

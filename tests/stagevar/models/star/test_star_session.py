@@ -6,12 +6,18 @@ import pytest
 import torch
 from star_helpers import make_text, tiny
 
+from stagevar.models.common import run_plain
 from stagevar.models.session import GenerationSession
-from stagevar.models.star import generate, new_session, run_scales, teacher_forced_logits
+from stagevar.models.star import generate_images, new_session, teacher_forced_logits
 from stagevar.models.star.config import PATCH_NUMS_1024
 from stagevar.models.star.quant import idx_to_var_input, phi_index
 
 KW = dict(cfg=4.5, top_k=20, top_p=0.9)
+
+
+def _plain(session):
+    run_plain(session, decode=False)
+    return session
 
 
 def rel_err(a, b):
@@ -32,7 +38,7 @@ def test_session_protocol(tiny_model):
 def test_kv_cached_loop_equals_teacher_forced(batch):
     model, vae = tiny(patch_nums=(1, 2, 3, 5, 6))
     hidden, mask, pool = make_text(batch, seed=3)
-    s = run_scales(new_session(model, vae, (hidden, mask, pool), batch=batch, seeds=1, record=True, **KW))
+    s = _plain(new_session(model, vae, (hidden, mask, pool), batch=batch, seeds=1, record=True, **KW))
     x_next = idx_to_var_input(vae.quantize, s.record_tokens, model.patch_nums).repeat(2, 1, 1)
     ref = teacher_forced_logits(model, x_next, hidden, mask, pool)
     begin = 0
@@ -53,28 +59,28 @@ def test_cross_attention_row0_quirk_is_reproduced(tiny_model):
     h2, m2 = hidden.clone(), mask.clone()
     h2[1:] = torch.randn_like(h2[1:])
     m2[1:, :40] = 1
-    a = generate(model, vae, (hidden, mask, pool), batch=2, seeds=7, **KW)
-    b = generate(model, vae, (h2, m2, pool), batch=2, seeds=7, **KW)
+    a = generate_images(model, vae, (hidden, mask, pool), batch=2, seeds=7, **KW)["images"]
+    b = generate_images(model, vae, (h2, m2, pool), batch=2, seeds=7, **KW)["images"]
     assert torch.equal(a, b)
     h3 = hidden.clone()
     h3[0] = torch.randn_like(h3[0])
-    c = generate(model, vae, (h3, mask, pool), batch=2, seeds=7, **KW)
+    c = generate_images(model, vae, (h3, mask, pool), batch=2, seeds=7, **KW)["images"]
     assert not torch.equal(a, c)
 
 
 def test_deterministic_for_a_seed(tiny_model):
     model, vae = tiny_model
     text = make_text(2)
-    a = generate(model, vae, text, batch=2, seeds=11, **KW)
-    b = generate(model, vae, text, batch=2, seeds=11, **KW)
-    c = generate(model, vae, text, batch=2, seeds=12, **KW)
+    a = generate_images(model, vae, text, batch=2, seeds=11, **KW)["images"]
+    b = generate_images(model, vae, text, batch=2, seeds=11, **KW)["images"]
+    c = generate_images(model, vae, text, batch=2, seeds=12, **KW)["images"]
     assert a.shape == (2, 3, 16, 16) and a.dtype == torch.float32
     assert 0 <= float(a.min()) and float(a.max()) <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def _tokens(model, vae, text, batch, seeds):
-    return run_scales(new_session(model, vae, text, batch=batch, seeds=seeds, record=True, **KW))
+    return _plain(new_session(model, vae, text, batch=batch, seeds=seeds, record=True, **KW))
 
 
 def test_batch_identical_items_equal_single_run(tiny_model):
@@ -120,7 +126,7 @@ def test_guidance_cond_equals_cfg_zero(tiny_model):
     model, vae = tiny_model
     text = make_text(2, seed=1)
     kw = dict(KW, cfg=0.0)
-    a = run_scales(new_session(model, vae, text, batch=2, seeds=[1, 2], record=True, **kw))
+    a = _plain(new_session(model, vae, text, batch=2, seeds=[1, 2], record=True, **kw))
     s = new_session(model, vae, text, batch=2, seeds=[1, 2], record=True, **kw)
     for si in range(4):
         if si == 2:
@@ -143,9 +149,9 @@ def test_guidance_null_uses_empty_prompt_rows_as_row0(tiny_model):
     hidden, mask, pool = make_text(2, seed=4)
     s = new_session(model, vae, (hidden, mask, pool), batch=2, seeds=5, record=True, **dict(KW, cfg=0.0))
     s.set_guidance("null")
-    run_scales(s)
+    _plain(s)
     empty = (hidden[[2, 3, 2, 3]], mask[[2, 3, 2, 3]], pool[[2, 3, 2, 3]])
-    ref = run_scales(new_session(model, vae, empty, batch=2, seeds=5, record=True, **dict(KW, cfg=0.0)))
+    ref = _plain(new_session(model, vae, empty, batch=2, seeds=5, record=True, **dict(KW, cfg=0.0)))
     for si in range(4):
         assert torch.equal(s.record_tokens[si], ref.record_tokens[si])
 
@@ -231,7 +237,7 @@ def test_autoregressive_infer_cfg_matches_session(tiny_model):
         w_mask=True,
         sample_version="1024",
     )
-    assert torch.equal(img, generate(model, vae, (hidden, mask, pool), batch=2, seeds=3, **KW))
+    assert torch.equal(img, generate_images(model, vae, (hidden, mask, pool), batch=2, seeds=3, **KW)["images"])
     with pytest.raises(ValueError, match="^more_smooth: "):
         model.autoregressive_infer_cfg(2, None, hidden, mask, pool, g_seed=3, more_smooth=True)
 
@@ -259,7 +265,7 @@ def test_phi_index_of_1024_schedule():
 
 def test_real_1024_schedule_tiny_width():
     model, vae = tiny(patch_nums=PATCH_NUMS_1024, depth=1, width=64, heads=2)
-    s = run_scales(new_session(model, vae, make_text(1), batch=1, seeds=0, **KW))
+    s = _plain(new_session(model, vae, make_text(1), batch=1, seeds=0, **KW))
     assert s.kv.filled[0] == 9451
     img = s.decode()
     assert img.shape == (1, 3, 256, 256)
@@ -268,11 +274,11 @@ def test_real_1024_schedule_tiny_width():
 def test_inference_mode_and_records(tiny_model):
     model, vae = tiny_model
     text = make_text(2)
-    ref = generate(model, vae, text, batch=2, seeds=2, **KW)
+    ref = generate_images(model, vae, text, batch=2, seeds=2, **KW)["images"]
     s = new_session(model, vae, text, batch=2, seeds=2, record=True, **KW)
     assert s.amp_dtype is None  # "auto" is fp16 autocast on CUDA only
     with torch.inference_mode():
-        run_scales(s)
+        _plain(s)
         img = s.decode()
     assert torch.equal(img, ref)
     r = s.records[-1]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from star_helpers import tiny
 
-from stagevar.models.star import generate, load_clip_text_encoder
+from stagevar.models.star import generate_images, load_clip_text_encoder
 
 
 def test_missing_directory(tmp_path):
@@ -74,5 +74,5 @@ def test_encode_shapes_and_generation(tiny_clip_dir):
     assert pool.shape == (4, 64)
     torch.testing.assert_close(pool[2], pool[3])
     model, vae = tiny()
-    img = generate(model, vae, (hidden, mask, pool), batch=2, seeds=0, cfg=4.5, top_k=20, top_p=0.9)
+    img = generate_images(model, vae, (hidden, mask, pool), batch=2, seeds=0, cfg=4.5, top_k=20, top_p=0.9)["images"]
     assert img.shape == (2, 3, 16, 16)
