@@ -17,7 +17,7 @@ import infinity_standins  # noqa: E402
 from star_stubs import build_official, official_star  # noqa: E402
 from star_tiny import PN, TINY, official_kwargs, randomise  # noqa: E402
 
-from stagevar.models.star import STAR, VQVAE, load_star, load_vqvae  # noqa: E402
+from stagevar.models.star import STAR, VQVAE, load_star_weights, load_vqvae_weights  # noqa: E402
 from stagevar.models.star.config import STARConfig, VQVAEConfig  # noqa: E402
 
 
@@ -62,6 +62,6 @@ def star_pair(star_official):
     cfg = STARConfig(depth=2, width=128, heads=2, in_dim_cross=64, vocab_size=64, cvae=8, patch_nums=PN)
     vae = VQVAE(VQVAEConfig(vocab_size=64, z_channels=8, ch=32, patch_nums=PN))
     model = STAR(cfg, vae=vae).eval()
-    load_star(model, ovar.state_dict())
-    load_vqvae(vae, ovae.state_dict())
+    load_star_weights(model, ovar.state_dict())
+    load_vqvae_weights(vae, ovae.state_dict())
     return ovae, ovar, vae, model
