@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from stagevar import cli
+from stagevar import cli, families
 from stagevar.schedule import StageSchedule
 
 
@@ -83,7 +83,7 @@ def test_generate_with_local_checkpoints(tmp_path, monkeypatch):
     torch.save(built.model.state_dict(), ckpt)
     torch.save({"vae": built.vae.state_dict()}, vae_ckpt)
     t5.mkdir()
-    monkeypatch.setitem(cli.FAMILY_MODELS, "infinity-tiny", ("infinity", "tiny"))
+    monkeypatch.setitem(families.FAMILIES["infinity"].checkpoints, "infinity-tiny", "tiny")
     monkeypatch.setattr(infinity, "load_t5", lambda path, device, dtype: (None, None))
     encoded = []
 
@@ -172,7 +172,7 @@ def test_generate_star_with_local_checkpoints(tmp_path, monkeypatch):
             assert prompts[len(prompts) // 2 :] == ["blurry"] * (len(prompts) // 2)
             return zoo.random_star_text(len(prompts) // 2, 0, width)
 
-    monkeypatch.setitem(cli.FAMILY_MODELS, "star-tiny", ("star", "tiny"))
+    monkeypatch.setitem(families.FAMILIES["star"].checkpoints, "star-tiny", "tiny")
     monkeypatch.setattr(star, "load_clip_text_encoder", lambda path, device: FakeClip())
     out = tmp_path / "images"
     base = ["generate", "--model", "star-tiny", "--checkpoint", str(ckpt), "--vae", str(vae_ckpt)]
