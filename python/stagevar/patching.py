@@ -37,14 +37,20 @@ def family_of(model) -> str:
     return family_of_model(model).name
 
 
+def _model_device(model):
+    """The device of ``model``'s first parameter (``None`` for a model without parameters)."""
+    param = next(model.parameters(), None) if hasattr(model, "parameters") else None
+    return None if param is None else param.device
+
+
 def _check_cuda_graphs(model, cuda_graphs) -> None:
     """``cuda_graphs`` is a bool, and ``True`` only for a model on a CUDA device (the error at the mistake, not at
     the first generation)."""
     if not isinstance(cuda_graphs, bool):
         raise ValueError(f"cuda_graphs: expected True or False, got {type(cuda_graphs).__name__} {cuda_graphs!r:.40}")
-    param = next(model.parameters(), None) if hasattr(model, "parameters") else None
-    if cuda_graphs and param is not None and param.device.type != "cuda":
-        raise ValueError(f"cuda_graphs: CUDA graphs need a CUDA device; this model is on {param.device.type}")
+    device = _model_device(model)
+    if cuda_graphs and device is not None and device.type != "cuda":
+        raise ValueError(f"cuda_graphs: CUDA graphs need a CUDA device; this model is on {device.type}")
 
 
 @dataclass

@@ -287,6 +287,24 @@ def test_device_cuda_without_cuda(files, command, capsys, monkeypatch):
     assert "CUDA is not available" in _one_error_line(capsys)
 
 
+@pytest.mark.parametrize("command", ["generate", "bench"])
+def test_cuda_graphs_on_cpu_is_a_usage_error(files, command, capsys, monkeypatch):
+    _fail_if_built(monkeypatch)
+    argv = _generate(files) if command == "generate" else ["bench", "--model", "infinity-tiny", "--device", "cpu"]
+    assert cli.main(argv + ["--cuda-graphs"]) == 2
+    assert _one_error_line(capsys).startswith("stagevar: error: --cuda-graphs: CUDA graphs need a CUDA device")
+
+
+def test_cuda_graphs_is_listed_where_the_gpu_check_looks(capsys):
+    # scripts/gpu_check.py passes --cuda-graphs to `stagevar bench` when its --help lists the flag
+    for command in ("bench", "generate"):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args([command, "--help"])
+        assert "--cuda-graphs" in capsys.readouterr().out
+    assert cli.build_parser().parse_args(["bench", "--cuda-graphs"]).cuda_graphs is True
+    assert cli.build_parser().parse_args(["bench"]).cuda_graphs is False
+
+
 def test_missing_transformers_is_a_usage_error(files, capsys, monkeypatch):
     import importlib.util
 
