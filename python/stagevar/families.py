@@ -132,7 +132,7 @@ def _is_infinity(model) -> bool:
 
 def _infinity_load(config: str, checkpoint, vae_path, text_encoder, device: torch.device, negative_prompt=None):
     model, vae = infinity.load_infinity(config, checkpoint, vae_path, device=device)
-    # flan-T5 in fp16 on a GPU, as upstream; fp32 on a CPU, where fp16 matmuls are slow or missing
+    # flan-T5 in fp16 on a GPU, as upstream's scripts; fp32 on a CPU
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     tokenizer, encoder = infinity.load_t5(text_encoder, device=device, dtype=dtype)
     return model, vae, lambda prompts: infinity.encode_prompts(tokenizer, encoder, prompts)
