@@ -3,7 +3,8 @@
     python bench/e2e.py --model infinity-2b --batch-size 1 --schedules vanilla,paper,skip-only,cfg-drop-only \
         --json infinity2b_b1.json
 
-See `stagevar.benchmark` for what is timed and how.
+On a GPU, `--cuda-graphs` measures every schedule eager and graphed (two columns each, capture time apart). See
+`stagevar.benchmark` for what is timed and how.
 """
 
 import sys

@@ -19,14 +19,8 @@ from pathlib import Path
 
 import torch
 
-# generate/calibrate with checkpoints: model name -> (family, config preset)
-FAMILY_MODELS = {
-    "infinity-2b": ("infinity", "infinity_2b"),
-    "infinity-8b": ("infinity", "infinity_8b"),
-    "star-d30": ("star", "star-d30-1024"),
-}
-# models of billions of parameters: a CPU needs minutes and tens of GB for one generation
-LARGE_MODELS = ("infinity-2b", "infinity-8b", "star-d30")
+from . import families, peers
+
 ASPECT_RATIO_RANGE = (0.25, 4.0)  # Infinity's templates span 1:3 to 3:1; the nearest is used
 PN_CHOICES = ["0.06M", "0.25M", "0.60M", "1M"]
 BACKENDS = ["reference", "triton", "cuda"]
@@ -46,9 +40,7 @@ class _Parser(argparse.ArgumentParser):
 # ----------------------------------------------------------------------------------------------- argument types
 def model_name(text: str) -> str:
     """A model name, old spellings mapped to the current ones (``star`` is ``star-d30``)."""
-    from .zoo import canonical
-
-    return canonical(text)
+    return families.canonical(text)
 
 
 def aspect_ratio(text: str) -> float:
@@ -105,6 +97,12 @@ def check_device(text: str) -> torch.device:
     elif device.type != "cpu":
         raise UsageError(f"--device: {text!r} is not supported (expected cpu, cuda or cuda:N)")
     return device
+
+
+def check_cuda_graphs(cuda_graphs: bool, device: torch.device) -> None:
+    """``--cuda-graphs`` only on a CUDA device; :class:`UsageError` otherwise."""
+    if cuda_graphs and device.type != "cuda":
+        raise UsageError(f"--cuda-graphs: CUDA graphs need a CUDA device, not {device.type} (use --device cuda)")
 
 
 def check_backend(backend: str | None, device: torch.device) -> None:
@@ -173,6 +171,14 @@ def _prompts(args) -> list[str]:
     return prompts
 
 
+def _check_size(args, family: str) -> None:
+    """The image size (``--aspect-ratio``/``--pn``) is one that ``family`` generates."""
+    try:
+        families.family(family).check_size(args.aspect_ratio, args.pn)
+    except ValueError as err:
+        raise UsageError(f"--aspect-ratio/--pn: {str(err).split(': ', 1)[-1]}") from None
+
+
 def _check_loading(args, family: str) -> None:
     """The checkpoint paths, the text encoder's package and the family's image size, before loading anything."""
     if not Path(args.checkpoint).exists():
@@ -188,8 +194,7 @@ def _check_loading(args, family: str) -> None:
     _directory(args.text_encoder, "--text-encoder (a local folder)")
     if importlib.util.find_spec("transformers") is None:
         raise UsageError("the text encoder needs the 'transformers' package: pip install transformers sentencepiece")
-    if family == "star" and (args.aspect_ratio != 1.0 or args.pn != "1M"):
-        raise UsageError("--aspect-ratio/--pn: STAR generates square 1024x1024 images only")
+    _check_size(args, family)
 
 
 def _progress(args, **kwargs):
@@ -231,37 +236,24 @@ def _warn_if_extension_missing(device: torch.device, quiet: bool) -> None:
 # ----------------------------------------------------------------------------------------------- loading
 def _load_model(args, device: torch.device):
     """(model, vae, encode) from local checkpoint paths; ``encode(prompts)`` gives the text rows."""
-    family, config = FAMILY_MODELS[args.model]
-    if family == "infinity":
-        from .models.infinity import encode_prompts, load_infinity, load_t5
-
-        model, vae = load_infinity(config, args.checkpoint, args.vae, device=device)
-        tokenizer, encoder = load_t5(
-            args.text_encoder, device=device, dtype=torch.float16 if device.type == "cuda" else torch.float32
-        )
-        return model, vae, lambda prompts: encode_prompts(tokenizer, encoder, prompts)
-    from .models.star import load_clip_text_encoder, load_star
-
-    model, vae = load_star(args.checkpoint, args.vae, config, device=device)  # no random init of 1.7B
-    clip = load_clip_text_encoder(args.text_encoder, device=device)
-    negative = getattr(args, "negative_prompt", None) or ""  # STAR's null rows encode the empty prompt
-    return model, vae, lambda prompts: clip.encode(list(prompts) + [negative] * len(prompts))
+    entry = families.family_of_name(args.model)
+    negative = getattr(args, "negative_prompt", None)
+    return entry.load(entry.checkpoints[args.model], args.checkpoint, args.vae, args.text_encoder, device, negative)
 
 
-def _session_factory(args, family, model, vae, encode):
-    if family == "infinity":
-        from .models.infinity import get_scale_schedule, new_session
-
-        scales = get_scale_schedule(args.aspect_ratio, args.pn)
-        cfg = 3.0 if args.cfg is None else args.cfg
-        negative = encode([args.negative_prompt]) if getattr(args, "negative_prompt", None) else None  # else cfg_uncond
-        return lambda prompts, seeds: new_session(
-            model, vae, scales, encode(prompts), negative_text=negative, seeds=seeds, cfg_list=cfg, tau_list=args.tau
-        )
-    from .models.star import new_session
-
-    cfg = 4.5 if args.cfg is None else args.cfg
-    return lambda prompts, seeds: new_session(model, vae, encode(prompts), batch=len(prompts), seeds=seeds, cfg=cfg)
+def _session_factory(args, family: str, model, vae, encode):
+    """``factory(prompts, seeds)``: a fresh session of ``model`` with the command's size and guidance options."""
+    entry = families.family(family)
+    return entry.sessions(
+        model,
+        vae,
+        encode,
+        h_div_w=args.aspect_ratio,
+        pn=args.pn,
+        cfg=entry.default_cfg if args.cfg is None else args.cfg,
+        tau=args.tau,
+        negative_prompt=getattr(args, "negative_prompt", None),
+    )
 
 
 def _save_png(image: torch.Tensor, path: Path) -> None:
@@ -299,9 +291,10 @@ def cmd_generate(args) -> int:
     from .loop import generate
     from .schedule import resolve
 
-    family = FAMILY_MODELS[args.model][0]
+    family = families.family_of_name(args.model).name
     ctx = distributed.init(args.device)  # under torchrun: this rank's share of the prompt batches, its own GPU
     device = check_device(ctx.device)
+    check_cuda_graphs(args.cuda_graphs, device)
     check_backend(args.backend, device)
     prompts = _prompts(args)
     schedule = _resolve(resolve, args.schedule, family)
@@ -309,6 +302,7 @@ def cmd_generate(args) -> int:
     _output_dir(args.out, "--out")
     _warn_if_extension_missing(device, args.quiet)
     out = Path(args.out)
+    graphs = {"cuda_graphs": True} if args.cuda_graphs else {}  # only when set: the eager call stays as it was
 
     jobs = distributed.generate_jobs(ctx, list(_batches(prompts, args.batch_size)), out)  # skips finished batches
     if jobs:
@@ -317,7 +311,7 @@ def cmd_generate(args) -> int:
     with _progress(args, total=sum(len(b) for _, b in jobs), unit="image", desc="generate") as bar:
         for start, batch in jobs:
             seeds = [args.seed + start + i for i in range(len(batch))]  # a prompt's seed: its global index
-            images = generate(factory(batch, seeds), schedule, backend=args.backend, seed=args.seed)
+            images = generate(factory(batch, seeds), schedule, backend=args.backend, seed=args.seed, **graphs)
             for i, image in enumerate(images):
                 _save_png(image, out / f"{start + i:05d}.png")  # atomic: a resumed run trusts what exists
             bar.update(len(batch))
@@ -349,7 +343,7 @@ def cmd_calibrate(args) -> int:
     else:
         from .evaluation.prompts import from_args
 
-        family = FAMILY_MODELS[args.model][0]
+        family = families.family_of_name(args.model).name
         try:  # plain text, GenEval JSONL or a DPG folder
             prompts = [record.prompt for record in from_args(args)[0]]
         except (ValueError, FileNotFoundError) as err:
@@ -393,8 +387,10 @@ def cmd_bench(args) -> int:
     from .atomic import write_text
 
     device = check_device(args.device)
+    check_cuda_graphs(args.cuda_graphs, device)
     model = args.model or ("infinity-2b" if device.type == "cuda" else "infinity-demo")
-    if model in LARGE_MODELS and device.type == "cpu" and not args.force:
+    # the models with released checkpoints have billions of parameters: minutes and tens of GB per CPU generation
+    if model in families.checkpoint_model_names() and device.type == "cpu" and not args.force:
         raise UsageError(
             f"--model {model}: billions of parameters; on a CPU one generation takes minutes and over 10 GB of "
             "memory. Use --model infinity-demo (the default on a CPU), a CUDA device, or --force"
@@ -409,13 +405,12 @@ def cmd_bench(args) -> int:
             benchmark._runner(name, family, args.backend)
         except (ValueError, FileNotFoundError) as err:
             raise UsageError(f"--schedules {name}: {err}") from None
-    if family == "star" and (args.aspect_ratio != 1.0 or args.pn != "1M"):
-        raise UsageError("--aspect-ratio/--pn: STAR generates square 1024x1024 images only")
+    _check_size(args, family)
     if args.json:
         _output_file(args.json, "--json")
     _warn_if_extension_missing(device, args.quiet)
 
-    total = len(schedules) * (args.warmup + args.repeats)
+    total = len(schedules) * benchmark.generations(args.warmup, args.repeats, args.cuda_graphs)
     with _progress(args, total=total, unit="generation", desc=f"bench {model}") as bar:
         result = benchmark.run(
             model,
@@ -428,6 +423,7 @@ def cmd_bench(args) -> int:
             h_div_w=args.aspect_ratio,
             pn=args.pn,
             text_encoder=False if args.no_text_encoder else None,
+            cuda_graphs=args.cuda_graphs,
             progress=_ticker(bar),
         )
     print(benchmark.table(result))
@@ -463,10 +459,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_loading(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", type=model_name, choices=sorted(FAMILY_MODELS), default="infinity-2b")
+    table = families.FAMILIES.values()
+    encoders = " or ".join(f"{f.text_encoder} ({f.title})" for f in table)
+    cfgs = ", ".join(f"{f.title} {f.default_cfg:g}" for f in table)
+    p.add_argument("--model", type=model_name, choices=sorted(families.checkpoint_model_names()), default="infinity-2b")
     p.add_argument("--checkpoint", required=required, help="transformer checkpoint (.pth, or a sharded 8B folder)")
     p.add_argument("--vae", required=required, help="VAE checkpoint file")
-    p.add_argument("--text-encoder", required=required, help="local flan-T5-XL (Infinity) or CLIP (STAR) folder")
+    p.add_argument("--text-encoder", required=required, help=f"local {encoders} folder")
     p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     p.add_argument("--prompts-file", help="a text file with one prompt per line")
     p.add_argument("--negative-prompt", help="replaces the null prompt of classifier-free guidance")
@@ -475,10 +474,14 @@ def _add_loading(p: argparse.ArgumentParser, required: bool = True) -> None:
         "--aspect-ratio", type=aspect_ratio, default=1.0, help="H/W or H:W; the nearest Infinity template is used"
     )
     p.add_argument("--pn", default="1M", choices=PN_CHOICES, help="image size (pixels) of the Infinity schedule")
-    p.add_argument("--cfg", type=finite, default=None, help="guidance scale (default: Infinity 3, STAR 4.5)")
+    p.add_argument("--cfg", type=finite, default=None, help=f"guidance scale (default: {cfgs})")
     p.add_argument("--tau", type=positive, default=0.5, help="Infinity's sampling temperature")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the first prompt (+1 per prompt)")
     _add_common(p)
+
+
+def _add_cuda_graphs(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--cuda-graphs", action="store_true", help=f"{help} (CUDA only)")
 
 
 def _subparser(sub, name: str, help: str) -> argparse.ArgumentParser:
@@ -507,6 +510,7 @@ def add_generate_parser(sub) -> None:
     _add_loading(p)
     p.add_argument("--schedule", default="paper", help="preset name or schedule JSON file")
     p.add_argument("--backend", choices=BACKENDS, default=None, help="ops backend (default: the device's best)")
+    _add_cuda_graphs(p, "replay the computed scale steps as CUDA graphs, captured by the first generation")
     p.add_argument("--out", default="stagevar_out", help="output folder (created)")
     p.set_defaults(func=cmd_generate)
 
@@ -544,7 +548,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument(
         "--schedules",
         default="vanilla,paper,skip-only,cfg-drop-only",
-        help="comma-separated presets, schedule JSON files and peers (fastvar, skipvar-skip1..3, skipvar-cond1..3)",
+        help=f"comma-separated presets, schedule JSON files and peers ({', '.join(peers.PEERS)})",
     )
     p.add_argument("--batch-size", type=positive_int, default=1, help="images per generation")
     p.add_argument("--aspect-ratio", type=aspect_ratio, default=1.0, help="H/W or H:W (Infinity)")
@@ -553,6 +557,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--repeats", type=positive_int, default=10, help="timed generations per schedule (median)")
     p.add_argument("--backend", choices=BACKENDS, default=None, help="ops backend (default: the device's best)")
     p.add_argument("--no-text-encoder", action="store_true", help="do not time the text encoder (timed on CUDA only)")
+    _add_cuda_graphs(p, "measure every schedule eager and as CUDA graphs too (capture time reported apart)")
     p.add_argument("--json", help="write the full result here")
     _add_common(p)
     p.set_defaults(func=cmd_bench)

@@ -56,13 +56,15 @@ def save_side_by_side(
         image.save(tmp, format="PNG")
 
 
-def _time(built, schedule, seed: int, dev: torch.device) -> tuple[dict, torch.Tensor, list]:
+def _time(built, schedule, seed: int, dev: torch.device) -> tuple[dict, torch.Tensor, list, int]:
+    """(ms per label, the image, the scales, the number of units) of one generation under ``schedule``."""
     timer = timer_for(dev)
     timer.start("total")
     session = built.new_session(batch=1, seed=seed)
+    units = len(session.units(schedule.unit))
     image = generate(session, schedule, timer=timer)
     timer.stop("total")
-    return timer.finish(), image[0], session.scales
+    return timer.finish(), image[0], session.scales, units
 
 
 def run_demo(
@@ -89,7 +91,7 @@ def run_demo(
     print(f"timings are the point). Batch 1, CFG 3, {warmup} warm-up + {repeats} timed runs per schedule.")
     start = time.perf_counter()
     built = zoo.build(model, dev)
-    table = presets("infinity")
+    table = presets(built.family)
     results = {}
     for name in ("vanilla", "paper"):
         for _ in range(warmup):
@@ -97,13 +99,13 @@ def run_demo(
             tick(f"{name} warm-up")
         runs = []
         for _ in range(repeats):
-            ms, image, scales = _time(built, table[name], seed, dev)
+            ms, image, scales, units = _time(built, table[name], seed, dev)
             runs.append(ms)
             tick(name)
         totals = sorted(r["total"] for r in runs)
-        results[name] = {"ms": medians(runs), "image": image, "scales": scales, "totals": totals}
+        results[name] = {"ms": medians(runs), "image": image, "scales": scales, "totals": totals, "units": units}
     scales = results["vanilla"]["scales"]
-    plan = table["paper"].plan(len(scales), len(built.model.block_chunks))
+    plan = table["paper"].plan(len(scales), results["paper"]["units"])
     van, pap = results["vanilla"]["ms"], results["paper"]["ms"]
     rows = [("step", "grid", "tokens", "paper does", "vanilla ms", "share", "paper ms", "share")]
     for k, (h, w) in enumerate(scales):

@@ -24,39 +24,33 @@ import threading
 import weakref
 from dataclasses import dataclass
 
+from .families import FAMILIES, family_of_model
 from .loop import generate
 from .schedule import StageSchedule, resolve
 
 ENTRY = "autoregressive_infer_cfg"
 
 
-def _is_infinity(model) -> bool:
-    return hasattr(model, "block_chunks") and hasattr(model, "text_proj_for_sos") and hasattr(model, "head_nm")
-
-
-def _is_star(model) -> bool:
-    blocks = getattr(model, "blocks", None)
-    return blocks is not None and len(blocks) > 0 and hasattr(blocks[0], "cross_attn") and hasattr(model, "head_logits")
-
-
 def family_of(model) -> str:
-    """``"infinity"`` or ``"star"`` from the model's structure; ``ValueError`` naming ``model`` otherwise."""
-    if _is_infinity(model):
-        return "infinity"
-    if _is_star(model):
-        return "star"
-    raise ValueError(
-        f"model: {type(model).__name__} is neither an Infinity model (block_chunks, text_proj_for_sos, head_nm) "
-        "nor a STAR model (blocks with cross_attn, head_logits)"
-    )
+    """The family name (``"infinity"``, ``"star"``) of ``model`` from its structure; ``ValueError`` naming ``model``
+    otherwise (see :data:`stagevar.families.FAMILIES`)."""
+    return family_of_model(model).name
 
 
-def _official_call(family: str):
-    if family == "infinity":
-        from .models.infinity.official import official_call
-    else:
-        from .models.star.official import official_call
-    return official_call
+def _model_device(model):
+    """The device of ``model``'s first parameter (``None`` for a model without parameters)."""
+    param = next(model.parameters(), None) if hasattr(model, "parameters") else None
+    return None if param is None else param.device
+
+
+def _check_cuda_graphs(model, cuda_graphs) -> None:
+    """``cuda_graphs`` is a bool, and ``True`` only for a model on a CUDA device (the error at the mistake, not at
+    the first generation)."""
+    if not isinstance(cuda_graphs, bool):
+        raise ValueError(f"cuda_graphs: expected True or False, got {type(cuda_graphs).__name__} {cuda_graphs!r:.40}")
+    device = _model_device(model)
+    if cuda_graphs and device is not None and device.type != "cuda":
+        raise ValueError(f"cuda_graphs: CUDA graphs need a CUDA device; this model is on {device.type}")
 
 
 @dataclass
@@ -77,9 +71,10 @@ class _AcceleratedEntry:
     points at the copied model) runs the copy's weights, and the model/entry cycle holds no strong reference.
     """
 
-    def __init__(self, model, family: str, plan: StageSchedule, backend: str | None, seed):
+    def __init__(self, model, family: str, plan: StageSchedule, backend: str | None, seed, cuda_graphs: bool = False):
         self._model = weakref.ref(model)
         self.family, self.stagevar_schedule, self.backend, self.seed = family, plan, backend, seed
+        self.cuda_graphs = cuda_graphs
         own = getattr(type(model), ENTRY, None)
         if own is not None:  # the class's entry point: its name, docstring and signature (without ``self``)
             functools.update_wrapper(self, own, updated=())
@@ -92,13 +87,14 @@ class _AcceleratedEntry:
         if model is None:
             raise ValueError("model: the accelerated model no longer exists")
         plan, backend, seed = self.stagevar_schedule, self.backend, self.seed
+        graphs = {"cuda_graphs": True} if self.cuda_graphs else {}  # only when set: the eager call stays as it was
 
         def runner(session, *, decode=True, call_seed=None):
             # Projections follow the call's generation seed unless accelerate() fixed one.
             base = seed if seed is not None else call_seed
-            return generate(session, plan, seed=base, backend=backend, decode=decode)
+            return generate(session, plan, seed=base, backend=backend, decode=decode, **graphs)
 
-        return _official_call(self.family)(model, runner, *args, **kwargs)
+        return FAMILIES[self.family].official_call(model, runner, *args, **kwargs)
 
     def __deepcopy__(self, memo):
         # deepcopy(model) copies the model first and records it in memo, then its __dict__ with this entry
@@ -106,7 +102,9 @@ class _AcceleratedEntry:
         target = memo.get(id(original), original) if original is not None else None
         if target is None or target is original:
             raise TypeError("the accelerated entry point can only be copied with its model (copy.deepcopy(model))")
-        clone = _AcceleratedEntry(target, self.family, self.stagevar_schedule, self.backend, self.seed)
+        clone = _AcceleratedEntry(
+            target, self.family, self.stagevar_schedule, self.backend, self.seed, self.cuda_graphs
+        )
         patch = _PATCHES.get(original)
         with _LOCK:
             _PATCHES[target] = _Patch(
@@ -126,18 +124,28 @@ class _AcceleratedEntry:
                 "cannot pickle an accelerated model whose autoregressive_infer_cfg was set on the instance; "
                 "call stagevar.restore(model) first"
             )
-        return (_rebuild_entry, (model, self.family, self.stagevar_schedule.to_dict(), self.backend, self.seed))
+        state = (model, self.family, self.stagevar_schedule.to_dict(), self.backend, self.seed, self.cuda_graphs)
+        return (_rebuild_entry, state)
 
 
-def _rebuild_entry(model, family: str, schedule: dict, backend, seed) -> _AcceleratedEntry:
-    """Unpickling: the entry of ``model`` (being rebuilt around it), registered as accelerated."""
+def _rebuild_entry(model, family: str, schedule: dict, backend, seed, cuda_graphs: bool = False) -> _AcceleratedEntry:
+    """Unpickling: the entry of ``model`` (being rebuilt around it), registered as accelerated.
+
+    ``cuda_graphs`` defaults to ``False`` for models pickled before the switch existed."""
     plan = StageSchedule.from_dict(schedule)
     with _LOCK:
         _PATCHES[model] = _Patch(plan, False, None)
-    return _AcceleratedEntry(model, family, plan, backend, seed)
+    return _AcceleratedEntry(model, family, plan, backend, seed, cuda_graphs)
 
 
-def accelerate(model, schedule: str | StageSchedule | dict = "paper", *, backend: str | None = None, seed=None):
+def accelerate(
+    model,
+    schedule: str | StageSchedule | dict = "paper",
+    *,
+    backend: str | None = None,
+    seed=None,
+    cuda_graphs: bool = False,
+):
     """Make ``model.autoregressive_infer_cfg`` run under ``schedule``; returns ``model``.
 
     Args:
@@ -146,15 +154,19 @@ def accelerate(model, schedule: str | StageSchedule | dict = "paper", *, backend
             file, a dict or a :class:`StageSchedule`. Calling ``accelerate`` again replaces the schedule.
         backend: backend of the two ops (``None``: ``stagevar_kernels.default_backend`` of the model's device).
         seed: base seed of the projections (default: the schedule's).
+        cuda_graphs: run the computed scale steps as CUDA graphs (:func:`stagevar.generate`'s switch): the first
+            call per shape captures, later ones replay. ``ValueError`` naming it for a non-bool or a model that is
+            not on a CUDA device.
     """
     family = family_of(model)
+    _check_cuda_graphs(model, cuda_graphs)
     plan = resolve(schedule, family)
     with _LOCK:
         if model in _PATCHES:
             _restore_locked(model)
         own = model.__dict__.get(ENTRY)
         _PATCHES[model] = _Patch(plan, ENTRY in model.__dict__, own)
-        object.__setattr__(model, ENTRY, _AcceleratedEntry(model, family, plan, backend, seed))
+        object.__setattr__(model, ENTRY, _AcceleratedEntry(model, family, plan, backend, seed, cuda_graphs))
     return model
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from stagevar_kernels import RESTORE_MODES
 from stagevar_kernels.philox import MAX_SEED
 
+from .families import FAMILIES
 from .models.session import GUIDANCES, UNIT_KINDS
 
 PROJECTIONS = ("rp", "svd", "prune", "none")
@@ -244,34 +245,14 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a valid number")
 
 
-PAPER_RANK_RATIO = 0.176  # alpha = 0.96 in the paper (Table 1), its chosen operating point
-TABLE7_RANK_RATIOS = (0.016, 0.136, 0.210, 0.250, 0.256, 0.198, 0.157, 0.191)  # block_chunks.0..7 at 40x40
-
-
 def presets(model: str = "infinity") -> dict[str, StageSchedule]:
-    """The named schedules for ``model`` (``infinity`` or ``star``)."""
-    if model not in ("infinity", "star"):
-        raise ValueError(f"model: expected 'infinity' or 'star', got {model!r}")
-    if model == "infinity":
-        # Paper, section 4.1: the last three steps (40, 48, 64 at 1024px) with ratios 0.176 / 0 / 0, null guidance,
-        # one projection per block chunk.
-        return {
-            "vanilla": StageSchedule((), name="vanilla", projection="none"),
-            "paper": StageSchedule((PAPER_RANK_RATIO, 0.0, 0.0), guidance="null", unit="chunk", name="paper"),
-            "skip-only": StageSchedule((1.0, 0.0, 0.0), projection="none", name="skip-only"),
-            "cfg-drop-only": StageSchedule((1.0, 1.0, 1.0), guidance="null", projection="none", name="cfg-drop-only"),
-            # The paper's per-chunk ranks at alpha = 0.96 for the 40x40 step (Table 7, Infinity-2B, GenEval prompts):
-            # their mean is the 17.6% of the uniform preset. Needs 8 chunks (Infinity-2B and -8B).
-            "paper-table7": StageSchedule(
-                (TABLE7_RANK_RATIOS, 0.0, 0.0), guidance="null", unit="chunk", name="paper-table7"
-            ),
-        }
-    # STAR (paper, section 4.1 and D.1): the last step at 0.176 with null guidance, one projection per block.
+    """The named schedules of family ``model`` (``infinity``, ``star``: :data:`stagevar.families.FAMILIES`)."""
+    if model not in FAMILIES:
+        raise ValueError(f"model: expected one of {sorted(FAMILIES)}, got {model!r}")
+    entry = FAMILIES[model]
     return {
-        "vanilla": StageSchedule((), name="vanilla", projection="none", unit="block"),
-        "paper": StageSchedule((PAPER_RANK_RATIO,), guidance="null", unit="block", name="paper"),
-        "skip-only": StageSchedule((0.0,), projection="none", unit="block", name="skip-only"),
-        "cfg-drop-only": StageSchedule((1.0,), guidance="null", projection="none", unit="block", name="cfg-drop-only"),
+        name: StageSchedule.from_dict({"unit": entry.default_unit, **fields, "name": name})
+        for name, fields in entry.presets.items()
     }
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from stagevar import cli
+from stagevar import cli, families
 from stagevar.schedule import StageSchedule
 
 
@@ -83,7 +83,7 @@ def test_generate_with_local_checkpoints(tmp_path, monkeypatch):
     torch.save(built.model.state_dict(), ckpt)
     torch.save({"vae": built.vae.state_dict()}, vae_ckpt)
     t5.mkdir()
-    monkeypatch.setitem(cli.FAMILY_MODELS, "infinity-tiny", ("infinity", "tiny"))
+    monkeypatch.setitem(families.FAMILIES["infinity"].checkpoints, "infinity-tiny", "tiny")
     monkeypatch.setattr(infinity, "load_t5", lambda path, device, dtype: (None, None))
     encoded = []
 
@@ -172,7 +172,7 @@ def test_generate_star_with_local_checkpoints(tmp_path, monkeypatch):
             assert prompts[len(prompts) // 2 :] == ["blurry"] * (len(prompts) // 2)
             return zoo.random_star_text(len(prompts) // 2, 0, width)
 
-    monkeypatch.setitem(cli.FAMILY_MODELS, "star-tiny", ("star", "tiny"))
+    monkeypatch.setitem(families.FAMILIES["star"].checkpoints, "star-tiny", "tiny")
     monkeypatch.setattr(star, "load_clip_text_encoder", lambda path, device: FakeClip())
     out = tmp_path / "images"
     base = ["generate", "--model", "star-tiny", "--checkpoint", str(ckpt), "--vae", str(vae_ckpt)]
@@ -285,6 +285,24 @@ def test_device_cuda_without_cuda(files, command, capsys, monkeypatch):
     argv = _generate(files) if command == "generate" else [command]
     assert cli.main(argv + ["--device", "cuda"]) == 2
     assert "CUDA is not available" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("command", ["generate", "bench"])
+def test_cuda_graphs_on_cpu_is_a_usage_error(files, command, capsys, monkeypatch):
+    _fail_if_built(monkeypatch)
+    argv = _generate(files) if command == "generate" else ["bench", "--model", "infinity-tiny", "--device", "cpu"]
+    assert cli.main(argv + ["--cuda-graphs"]) == 2
+    assert _one_error_line(capsys).startswith("stagevar: error: --cuda-graphs: CUDA graphs need a CUDA device")
+
+
+def test_cuda_graphs_is_listed_where_the_gpu_check_looks(capsys):
+    # scripts/gpu_check.py passes --cuda-graphs to `stagevar bench` when its --help lists the flag
+    for command in ("bench", "generate"):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args([command, "--help"])
+        assert "--cuda-graphs" in capsys.readouterr().out
+    assert cli.build_parser().parse_args(["bench", "--cuda-graphs"]).cuda_graphs is True
+    assert cli.build_parser().parse_args(["bench"]).cuda_graphs is False
 
 
 def test_missing_transformers_is_a_usage_error(files, capsys, monkeypatch):

@@ -202,3 +202,66 @@ def test_accelerated_entry_keeps_the_official_signature(tiny):
     with stagevar.accelerated(tiny.model, "paper"):
         assert inspect.signature(tiny.model.autoregressive_infer_cfg) == plain
         assert tiny.model.autoregressive_infer_cfg.__name__ == "autoregressive_infer_cfg"
+
+
+# ----------------------------------------------------------------------------------------------- cuda_graphs
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_cuda_graphs_must_be_a_bool(tiny, bad):
+    with pytest.raises(ValueError, match="^cuda_graphs: expected True or False"):
+        stagevar.accelerate(tiny.model, "paper", cuda_graphs=bad)
+    assert schedule_of(tiny.model) is None  # nothing was patched
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a model off CUDA")
+def test_cuda_graphs_on_a_cpu_model_is_refused_at_accelerate(tiny):
+    with pytest.raises(ValueError, match="^cuda_graphs: CUDA graphs need a CUDA device; this model is on cpu"):
+        stagevar.accelerate(tiny.model, "paper", cuda_graphs=True)
+    with pytest.raises(ValueError, match="^cuda_graphs: "), stagevar.accelerated(tiny.model, cuda_graphs=True):
+        pass
+    assert schedule_of(tiny.model) is None
+
+
+@pytest.fixture
+def loop_calls(monkeypatch):
+    """The keyword arguments of every call the accelerated entry makes to the loop (which then runs eagerly), with
+    the model's device reported as CUDA so that ``cuda_graphs=True`` is accepted on this machine."""
+    from stagevar import patching
+
+    calls = []
+    real = patching.generate
+
+    def recording_generate(session, schedule, **kwargs):
+        calls.append(dict(kwargs))
+        kwargs.pop("cuda_graphs", None)
+        return real(session, schedule, **kwargs)
+
+    monkeypatch.setattr(patching, "generate", recording_generate)
+    monkeypatch.setattr(patching, "_model_device", lambda model: torch.device("cuda"))
+    return calls
+
+
+def test_cuda_graphs_reaches_the_loop_through_copies_and_pickles(tiny, loop_calls, tmp_path):
+    import copy
+
+    _, kwargs = _official_args(tiny, seed=4)
+    with stagevar.accelerated(tiny.model, "paper", cuda_graphs=True):
+        tiny.model.autoregressive_infer_cfg(**kwargs)
+        clone = copy.deepcopy(tiny.model)
+        torch.save(tiny.model, tmp_path / "model.pt")
+    clone.autoregressive_infer_cfg(**kwargs)
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)  # a trusted file we just wrote
+    loaded.autoregressive_infer_cfg(**kwargs)
+    assert [c.get("cuda_graphs") for c in loop_calls] == [True, True, True]
+    stagevar.restore(clone)
+    stagevar.restore(loaded)
+    with stagevar.accelerated(tiny.model, "paper"):  # the default: an eager loop call, as before the switch
+        tiny.model.autoregressive_infer_cfg(**kwargs)
+    assert "cuda_graphs" not in loop_calls[-1]
+
+
+def test_models_pickled_before_the_switch_load_eager(tiny):
+    from stagevar.patching import _rebuild_entry
+
+    model = zoo.build("infinity-tiny").model
+    entry = _rebuild_entry(model, "infinity", presets("infinity")["paper"].to_dict(), None, None)
+    assert entry.cuda_graphs is False and schedule_of(model).name == "paper"

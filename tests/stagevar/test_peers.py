@@ -120,3 +120,44 @@ def test_skipvar_modes_are_the_released_levers(tiny):
     assert skipvar.mode("skipvar-cond1", "block").unit == "block"
     with pytest.raises(ValueError, match="^name: "):
         skipvar.mode("skipvar-adaptive")
+
+
+# ----------------------------------------------------------------------------------------------- the registry
+def test_registry_names_and_families():
+    from stagevar import peers
+    from stagevar.peers import skipvar
+
+    assert list(peers.PEERS) == ["fastvar", *skipvar.MODES]
+    assert peers.PEERS["fastvar"].families == ("infinity",)
+    assert all(peers.PEERS[name].families == ("infinity", "star") for name in skipvar.MODES)
+    with pytest.raises(ValueError, match=r"^name: expected a peer among \['fastvar', 'skipvar-skip1'.*got 'fastvar2'"):
+        peers.runner("fastvar2", "infinity")
+    with pytest.raises(ValueError, match="^schedules: the FastVAR peer is a method for Infinity only, not STAR"):
+        peers.runner("fastvar", "star")
+    with pytest.raises(ValueError, match="^family: "):
+        peers.runner("fastvar", "var")
+
+
+def test_harness_refuses_fastvar_on_star_before_any_work(capsys):
+    assert cli.main(["bench", "--model", "star-tiny", "--device", "cpu", "--schedules", "vanilla,fastvar"]) == 2
+    assert "--schedules fastvar: schedules: the FastVAR peer is a method for Infinity only" in capsys.readouterr().err
+
+
+def test_runners_take_the_registry_signature(tiny, monkeypatch):
+    # runner(session, *, backend, timer, cuda_graphs): the eager call of a peer is the one it had before the switch
+    from stagevar import peers
+
+    seen = []
+    real = fastvar.generate
+
+    def recording(session, **kwargs):
+        seen.append(sorted(kwargs))
+        return real(session, **kwargs)
+
+    monkeypatch.setattr(fastvar, "generate", recording)
+    run = peers.runner("fastvar", "infinity")
+    images = run(_session(tiny), backend="reference", timer=None, cuda_graphs=False)
+    assert images.shape == (2, 3, 128, 128) and seen == [["backend", "timer"]]
+    skip = peers.runner("skipvar-skip1", "star")
+    star = zoo.build("star-tiny")
+    assert skip(star.new_session(batch=1), backend=None, timer=None, cuda_graphs=False).shape[0] == 1

@@ -75,9 +75,9 @@ def _builder(args):
         return built.family, lambda record, seeds: built.new_session(batch=len(seeds), seed=seeds[0], seeds=seeds)
     if not (args.checkpoint and args.vae and args.text_encoder):
         raise ValueError("--random: give --random MODEL, or --checkpoint, --vae and --text-encoder")
-    from .. import cli
+    from .. import cli, families
 
-    family = cli.FAMILY_MODELS[args.model][0]
+    family = families.family_of_name(args.model).name
     model, vae, encode = cli._load_model(args, torch.device(args.device))
     factory = cli._session_factory(args, family, model, vae, encode)
     return family, lambda record, seeds: factory([record.prompt] * len(seeds), seeds)
@@ -88,15 +88,11 @@ def _generate(args, ctx: distributed.Context, records, layout, names) -> dict[st
     from tqdm import tqdm
 
     from ..benchmark import _runner
+    from ..families import family_of_name
     from ..models.common import to_uint8
     from ..timing import timer_for
 
-    if args.random:
-        family = "star" if args.random.startswith("star") else "infinity"
-    else:
-        from ..cli import FAMILY_MODELS
-
-        family = FAMILY_MODELS[args.model][0]
+    family = family_of_name(args.random or args.model).name
     runners = {name: _runner(name, family, args.backend) for name in names}  # bad names fail before any work
     times: dict[str, list[float]] = {name: [] for name in names}
     todo = [(record, name) for record in records for name in names if not layout.complete(record, name)]
