@@ -7,13 +7,14 @@ own output at the previous step, and the last steps may be skipped.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from .engine import graphs
-from .fidelity import UnitOptions, fidelity_unit, rank_for, run_blocks
+from .fidelity import UnitOptions, fidelity_unit, rank_for, run_blocks, unit_seed
 from .models.session import GenerationSession, rows_for
 from .schedule import StageSchedule
 from .timing import StepTimer
@@ -100,6 +101,47 @@ def computed_steps(plan) -> int:
     return next((k for k, step in enumerate(plan) if step.mode == "skip"), len(plan))
 
 
+def _switch_guidance(session: GenerationSession, step, outputs: UnitOutputs | None) -> None:
+    """At the first step whose guidance differs from the session's, drop the other rows (once)."""
+    if session.guidance == "cfg" and step.guidance != "cfg":  # (a session without CFG has one branch only)
+        if outputs is not None:
+            outputs.keep_rows(rows_for(session.guidance, step.guidance, session.batch))
+        session.set_guidance(step.guidance)  # slices the KV cache and the text rows once
+
+
+class _GraphedSteps:
+    """The computed steps of a StageVAR generation as a :class:`stagevar.engine.graphs.StepProgram`: the region of
+    step ``k`` is :func:`run_units`, whose op seeds come from the device table."""
+
+    def __init__(self, session, schedule: StageSchedule, units, plan, options: UnitOptions):
+        self.units, self.plan, self.options = units, plan, options
+        self.steps = len(plan)
+        backend = graphs.resolved_backend(options.backend, session)
+        self.spec = ("stagevar", graphs.schedule_spec(schedule), tuple(len(u) for u in units), backend)
+        self.seed_shape = (len(plan), len(units))
+
+    def seed_values(self) -> list[list[int]]:
+        return [[unit_seed(self.options.seed, k, u) for u in range(len(self.units))] for k in range(self.steps)]
+
+    def new_state(self) -> UnitOutputs:
+        return UnitOutputs([None] * len(self.units))
+
+    def save(self, outputs: UnitOutputs):
+        return list(outputs.tensors), outputs.hw
+
+    def restore(self, outputs: UnitOutputs, saved) -> None:
+        outputs.tensors, outputs.hw = list(saved[0]), saved[1]
+
+    def prepare(self, session, k: int, outputs: UnitOutputs | None) -> None:
+        _switch_guidance(session, self.plan[k], outputs)
+
+    def region(self, session, k: int, x: torch.Tensor, outputs: UnitOutputs, seeds: torch.Tensor) -> torch.Tensor:
+        # no timer inside the region: its Python does not run on replay (and events cannot be recorded in a capture)
+        options = dataclasses.replace(self.options, timer=StepTimer(), seeds_table=seeds)
+        keep_outputs = k + 1 < self.steps and self.plan[k + 1].mode == "reduced"
+        return run_units(session, self.units, k, self.plan[k], x, outputs, options, keep_outputs)
+
+
 def generate(
     session: GenerationSession,
     schedule: StageSchedule,
@@ -145,15 +187,12 @@ def generate(
         plan_scales(len(plan))  # the KV cache holds the computed scales only: `paper` peaks below vanilla
     with torch.inference_mode():
         if cuda_graphs:
-            outputs = UnitOutputs([None] * len(units))
-            graphs.run_steps(session, schedule, units, plan, options, timer, run_units, outputs)
+            graphs.run_steps(session, _GraphedSteps(session, schedule, units, plan, options), timer)
         else:
             outputs = UnitOutputs([None] * len(units))
             for k, step in enumerate(plan):
                 timer.start(f"scale{k}")
-                if session.guidance == "cfg" and step.guidance != "cfg":  # (without CFG there is one branch only)
-                    outputs.keep_rows(rows_for(session.guidance, step.guidance, session.batch))
-                    session.set_guidance(step.guidance)  # slices the KV cache and the text rows once
+                _switch_guidance(session, step, outputs)
                 keep_outputs = k + 1 < len(plan) and plan[k + 1].mode == "reduced"
                 x = scale_step(session, units, k, step, outputs, options, keep_outputs, observer)
                 session.finish_scale(k, x)  # logits, sampling and code accumulation are unchanged

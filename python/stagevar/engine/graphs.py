@@ -35,12 +35,12 @@ import functools
 import json
 import weakref
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import torch
 
 import stagevar_kernels
 
-from ..models.session import rows_for
 from ..timing import StepTimer
 
 # model -> {key: Workspace}; a workspace holds no reference to its model, so the entry dies with the model.
@@ -137,14 +137,50 @@ def check_graphable(session, observer=None) -> None:
         )
 
 
+class StepProgram(Protocol):
+    """What a generation method hands the graph engine: its computed steps as regions to capture.
+
+    Attributes:
+        steps: number of computed steps (scale steps ``0..steps-1``).
+        spec: hashable description of everything the regions bake in besides the session (the schedule, the
+            backend...): part of the key.
+        seed_shape: shape of the int64 device table of op seeds the regions read (None: no table).
+    """
+
+    steps: int
+    spec: tuple
+    seed_shape: tuple[int, ...] | None
+
+    def seed_values(self) -> list:
+        """This generation's seeds, nested lists of ``seed_shape`` (63-bit ints)."""
+        ...
+
+    def new_state(self) -> object:
+        """The state carried between steps (e.g. unit outputs), fresh; the workspace keeps it."""
+        ...
+
+    def save(self, state) -> object:
+        """A snapshot of ``state`` (references, not copies) that :meth:`restore` puts back after the warm-up."""
+        ...
+
+    def restore(self, state, saved) -> None: ...
+
+    def prepare(self, session, k: int, state) -> None:
+        """Before step ``k``'s input (e.g. the guidance switch); ``state`` is None on a replaying generation (the
+        workspace's state was switched when it was captured)."""
+        ...
+
+    def region(self, session, k: int, x: torch.Tensor, state, seeds: torch.Tensor | None) -> torch.Tensor:
+        """The computed part of step ``k`` on its input ``x`` ``(R, h*w, C)``: the captured work."""
+        ...
+
+
 def _tensor_layout(t: torch.Tensor) -> tuple:
     return (tuple(t.shape), tuple(t.stride()), t.dtype)
 
 
-def graph_key(session, schedule, units, backend: str, inputs: list[torch.Tensor]) -> tuple:
+def graph_key(session, program: StepProgram, inputs: list[torch.Tensor]) -> tuple:
     """Everything baked into a generation's captured steps (see the module docstring)."""
-    spec = schedule.to_dict()
-    spec.pop("seed", None)  # the seeds live in a device table
     return (
         type(session),
         tuple(map(tuple, session.scales)),
@@ -152,10 +188,21 @@ def graph_key(session, schedule, units, backend: str, inputs: list[torch.Tensor]
         session.guidance,
         session.graph_signature(),
         tuple(_tensor_layout(t) for t in inputs),
-        json.dumps(spec, sort_keys=True),
-        tuple(len(u) for u in units),
-        backend,
+        program.steps,
+        program.spec,
     )
+
+
+def schedule_spec(schedule) -> str:
+    """A schedule's JSON without its seed (the seeds live in a device table, so they are no part of a key)."""
+    spec = schedule.to_dict()
+    spec.pop("seed", None)
+    return json.dumps(spec, sort_keys=True)
+
+
+def resolved_backend(backend: str | None, session) -> str:
+    """The ops' backend a generation on ``session`` runs (``None``: the device's default)."""
+    return stagevar_kernels.backends.resolve_backend(backend, torch.device(session.device))
 
 
 @dataclasses.dataclass
@@ -171,78 +218,66 @@ class StepGraph:
 class Workspace:
     """The captured steps of one key and every tensor they read or write: ``state`` (the capturing session's
     attributes but its model: KV cache, rope tables, constants...), ``inputs`` (its ``graph_inputs()``), ``kv``
-    (the KV buffers, which the session's ``release_state`` would drop), ``outputs`` (unit outputs carried between
-    steps), ``seeds`` (the op-seed table) and ``steps``."""
+    (the KV buffers, which the session's ``release_state`` would drop), ``carried`` (the program's state carried
+    between steps), ``seeds`` (the op-seed table) and ``steps``."""
 
     state: dict
     inputs: list[torch.Tensor]
-    seeds: torch.Tensor
-    outputs: object
+    seeds: torch.Tensor | None
+    carried: object
     steps: list[StepGraph] = dataclasses.field(default_factory=list)
     kv: list[torch.Tensor] = dataclasses.field(default_factory=list)
     pool: object = None
 
 
-def _fill_seeds(table: torch.Tensor, seed: int) -> None:
-    from ..fidelity import unit_seed
-
-    steps, units = table.shape
-    values = [[unit_seed(seed, k, u) for u in range(units)] for k in range(steps)]
-    table.copy_(torch.tensor(values, dtype=torch.int64))
+def _fill_seeds(table: torch.Tensor | None, program: StepProgram) -> None:
+    if table is not None:
+        table.copy_(torch.tensor(program.seed_values(), dtype=torch.int64))
 
 
-def _switch_guidance(session, step, outputs=None) -> None:
-    if session.guidance == "cfg" and step.guidance != "cfg":
-        if outputs is not None:
-            outputs.keep_rows(rows_for(session.guidance, step.guidance, session.batch))
-        session.set_guidance(step.guidance)
-
-
-def run_steps(session, schedule, units, plan, options, timer: StepTimer, region, outputs) -> None:
-    """Run the computed steps ``plan`` of one generation on ``session`` with graphs: capture them into a new
-    workspace at the first generation of the key, replay them otherwise. ``region`` is
-    :func:`stagevar.loop.run_units`, ``outputs`` a fresh ``UnitOutputs`` (used when capturing)."""
-    device = torch.device(session.device)
-    backend = stagevar_kernels.backends.resolve_backend(options.backend, device)
+def run_steps(session, program: StepProgram, timer: StepTimer) -> None:
+    """Run the computed steps of one generation on ``session`` with graphs: capture them into a new workspace at
+    the first generation of the key, replay them otherwise. ``finish_scale`` runs on ``session`` after each step.
+    Call inside ``torch.inference_mode()``, after :func:`check_graphable`."""
     inputs = session.graph_inputs()
-    key = graph_key(session, schedule, units, backend, inputs)
+    key = graph_key(session, program, inputs)
     per_model = _CACHE.setdefault(session.model, {})
     workspace = per_model.get(key)
     if workspace is None:
-        per_model[key] = _capture(session, units, plan, options, timer, region, outputs, inputs)
+        per_model[key] = _capture(session, program, timer, inputs)
         return
     for dst, src in zip(workspace.inputs, inputs):
         dst.copy_(src)
-    _fill_seeds(workspace.seeds, options.seed)
-    for k, (step, captured) in enumerate(zip(plan, workspace.steps)):
+    _fill_seeds(workspace.seeds, program)
+    for k, captured in enumerate(workspace.steps):
         timer.start(f"scale{k}")
-        _switch_guidance(session, step)  # finish_scale reads the guidance; the workspace's rows switched at capture
+        program.prepare(session, k, None)  # finish_scale reads the session's guidance
         captured.static_in.copy_(session.scale_input(k))
         captured.graph.replay()
         session.finish_scale(k, captured.static_out)
         timer.stop(f"scale{k}")
 
 
-def _capture(session, units, plan, options, timer, region, outputs, inputs) -> Workspace:
+def _capture(session, program: StepProgram, timer: StepTimer, inputs) -> Workspace:
     factory = _factory()
-    seeds = torch.empty((len(plan), len(units)), dtype=torch.int64, device=session.device)
-    _fill_seeds(seeds, options.seed)
-    # no timer inside the region: its Python does not run on replay (and events cannot be recorded in a capture)
-    graphed = dataclasses.replace(options, timer=StepTimer(), seeds_table=seeds)
-    workspace = Workspace({}, list(inputs), seeds, outputs, pool=factory.pool())
-    for k, step in enumerate(plan):
+    seeds = None
+    if program.seed_shape is not None:
+        seeds = torch.empty(program.seed_shape, dtype=torch.int64, device=session.device)
+    _fill_seeds(seeds, program)
+    state = program.new_state()
+    workspace = Workspace({}, list(inputs), seeds, state, pool=factory.pool())
+    for k in range(program.steps):
         timer.start(f"scale{k}")
-        _switch_guidance(session, step, outputs)
-        keep_outputs = k + 1 < len(plan) and plan[k + 1].mode == "reduced"
+        program.prepare(session, k, state)
         x = session.scale_input(k)
         timer.start("capture")
         static_in = x.clone()
-        run = functools.partial(region, session, units, k, step, static_in, outputs, graphed, keep_outputs)
+        run = functools.partial(program.region, session, k, static_in, state, seeds)
         graph = factory.graph(workspace.pool)
-        mark, saved = session.kv.mark(), (list(outputs.tensors), outputs.hw)
+        mark, saved = session.kv.mark(), program.save(state)
         graph.warm_up(run)
         session.kv.rewind(mark)  # the capture writes the same key positions again
-        outputs.tensors, outputs.hw = saved
+        program.restore(state, saved)
         static_out = graph.capture(run)
         timer.stop("capture")
         graph.replay()

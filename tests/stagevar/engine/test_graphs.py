@@ -160,3 +160,20 @@ def test_the_kv_cache_holds_only_the_computed_scales(family, request):
         assert s.kv.k.shape[3] == sum(h * w for h, w in s.scales[:computed])
         allocated[preset] = s.kv.k.numel() + s.kv.v.numel()
     assert allocated["paper"] < allocated["vanilla"] and allocated["skip-only"] < allocated["vanilla"]
+
+
+def test_fastvar_graphed_equals_eager_over_three_generations(infinity_tiny):
+    from stagevar.peers import fastvar
+
+    layers = range(1, 4)  # blocks 1-3 of the four pruned, block 0 not
+    factory = TapeFactory()
+    for gen, seed in enumerate((0, 11, 23)):
+        timer = CPUTimer()
+        with graphs.use_factory(factory):
+            graphed = fastvar.generate(_infinity(infinity_tiny, 2, seed), layers=layers, timer=timer, cuda_graphs=True)
+        eager = fastvar.generate(_infinity(infinity_tiny, 2, seed), layers=layers)
+        assert torch.equal(graphed, eager), f"generation {gen}"
+        assert ("capture" in timer.finish()) == (gen == 0)
+        assert len(factory.graphs) == 5  # 7 scales, the last two skipped
+    with pytest.raises(ValueError, match="^cuda_graphs: CUDA graphs need a CUDA device"):
+        fastvar.generate(_infinity(infinity_tiny, 1, 0), cuda_graphs=True)
