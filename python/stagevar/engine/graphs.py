@@ -1,26 +1,30 @@
 """CUDA graphs of the computed scale steps: captured at the first generation of a key, replayed in later ones.
 
-What is captured. For every computed step ``k`` the region :func:`stagevar.loop.run_units` (every unit: full
-blocks, or RP -> blocks -> RTR with both StageVAR ops in a reduced step). ``scale_input`` stays outside (it reads the
-accumulated codes, which ``finish_scale`` replaces every step); the loop copies its result into the graph's static
-input. The head, sampling and code accumulation stay outside too: they hold the generation's random generators, so
-sampling draws exactly the numbers of an eager run (its generator streams are bit-identical to eager). The ops'
-seeds reach the kernels through a device table ``(steps, units)`` that each generation rewrites before replaying,
-so a new seed needs no new capture.
+What is captured. A generation method hands the engine a :class:`StepProgram`: for ``stagevar.generate`` the region
+of step ``k`` is :func:`stagevar.loop.run_units` (every unit: full blocks, or RP -> blocks -> RTR with both
+StageVAR ops in a reduced step); for the FastVAR peer, its pruned blocks. ``scale_input`` stays outside (it reads the
+accumulated codes, which ``finish_scale`` replaces every step); the engine copies its result into the graph's
+static input. The head, sampling and code accumulation stay outside too: they hold the generation's random
+generators, so sampling draws exactly the numbers of an eager run (its generator streams are bit-identical to
+eager). The ops' seeds reach the kernels through a device table ``(steps, units)`` that each generation rewrites
+before replaying, so a new seed needs no new capture.
 
 The workspace. The first generation of a key runs on its own session and captures step by step: an eager warm-up
-of the region (Triton compiles, cuBLAS handles; its KV writes and unit outputs undone), the capture, one replay
+of the region (Triton compiles, cuBLAS handles; its KV writes and carried state undone), the capture, one replay
 whose output feeds ``finish_scale``. Later generations build their own session (prompts, generators, codes) as
-usual, copy its prompt-dependent set-up tensors (``session.graph_inputs()``) into the workspace's with one
-``copy_`` each, and replay. So **a graphed model keeps its workspace between generations**: the KV cache of every
-block, the text K/V, the per-block constants, the unit outputs carried between steps and the static inputs and
-outputs stay allocated at fixed addresses (that is the price of replay). They are kept per model in a
-``weakref.WeakKeyDictionary`` (they die with the model); :func:`clear` drops them sooner.
+usual, copy its prompt-dependent set-up tensors (``session.graph_inputs()``, see
+:class:`stagevar.models.session.Graphable`) into the workspace's with one ``copy_`` each, and replay. So **a graphed
+model keeps its workspace between generations**: the KV cache of every block, the text K/V, the per-block
+constants, the state carried between steps and the static inputs and outputs stay allocated at fixed addresses,
+even after ``decode`` released the session's own references (that is the price of replay). They are kept per
+model in a ``weakref.WeakKeyDictionary`` (they die with the model); :func:`clear` drops them sooner, and must be
+called after the model's weights change in place (constants derived from them at capture are not refreshed).
 
 The key: the model, the session's type, scales, batch, set-up guidance, ``session.graph_signature()`` (amp dtype
 and whatever else the session bakes in), the shapes, strides and dtypes of ``graph_inputs()`` (Infinity's text K/V
-length follows the prompts' token count: prompts padded by the caller to a common length reuse graphs), the
-schedule (its JSON without the seed), the units and the ops' backend. A change of any of them captures anew.
+length follows the prompts' token count: prompts padded by the caller to a common length reuse graphs), and the
+program's ``spec`` (the schedule's JSON without its seed, the units, the ops' backend). A change of any of them
+captures anew.
 
 The graph interface, so that the engine runs on a CPU in tests: a factory hands out graph objects with
 ``warm_up(fn)``, ``capture(fn) -> output`` and ``replay()``; production uses :class:`CUDAGraphFactory`, tests
