@@ -7,9 +7,8 @@ own output at the previous step, and the last steps may be skipped.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -137,7 +136,7 @@ class _GraphedSteps:
 
     def region(self, session, k: int, x: torch.Tensor, outputs: UnitOutputs, seeds: torch.Tensor) -> torch.Tensor:
         # no timer inside the region: its Python does not run on replay (and events cannot be recorded in a capture)
-        options = dataclasses.replace(self.options, timer=StepTimer(), seeds_table=seeds)
+        options = replace(self.options, timer=StepTimer(), seeds_table=seeds)
         keep_outputs = k + 1 < self.steps and self.plan[k + 1].mode == "reduced"
         return run_units(session, self.units, k, self.plan[k], x, outputs, options, keep_outputs)
 
@@ -183,7 +182,7 @@ def generate(
     plan = schedule.plan(len(session.scales), len(units))
     plan = plan[: computed_steps(plan)]  # skipped steps hold no keys and sample nothing
     plan_scales = getattr(session, "plan_scales", None)
-    if plan_scales is not None:
+    if plan_scales is not None and plan:
         plan_scales(len(plan))  # the KV cache holds the computed scales only: `paper` peaks below vanilla
     with torch.inference_mode():
         if cuda_graphs:
