@@ -78,6 +78,10 @@ class UnitOptions:
         backend: backend of the two StageVAR ops (None: the device's default).
         timer: the step timer; the two ops are timed under ``"ops"``.
         seed: the generation's base projection seed (unit ``u`` of step ``k`` uses ``unit_seed(seed, k, u)``).
+        seeds_table: optional int64 ``(steps, units)`` device tensor holding ``unit_seed(seed, k, u)``; when set,
+            the units pass the one-element view ``seeds_table[k, u]`` to the op instead of the Python int (same 64
+            bits, same numbers), so a captured graph draws a new generation's numbers after the table is rewritten
+            in place. Eager generations leave it None.
     """
 
     restore_mode: str = "area"
@@ -86,6 +90,13 @@ class UnitOptions:
     backend: str | None = None
     timer: StepTimer = field(default_factory=StepTimer)
     seed: int = 0
+    seeds_table: torch.Tensor | None = None
+
+    def unit_seed(self, step: int, unit: int) -> int | torch.Tensor:
+        """The projection seed of (``step``, ``unit``): ``seeds_table[step, unit]`` (a view) or the Python int."""
+        if self.seeds_table is not None:
+            return self.seeds_table[step, unit]
+        return unit_seed(self.seed, step, unit)
 
     @classmethod
     def from_schedule(cls, schedule, *, backend=None, timer=None, seed=None) -> UnitOptions:
@@ -110,7 +121,7 @@ def fidelity_unit(
     step: int,
     *,
     rank: int,
-    seed: int,
+    seed: int | torch.Tensor,
     cache: torch.Tensor,
     cache_hw: tuple[int, int],
     options: UnitOptions | None = None,
@@ -122,7 +133,7 @@ def fidelity_unit(
         blocks: the unit's blocks.
         x: ``(R, h*w, C)`` the unit's input at scale ``step``.
         rank: projected rows ``r``.
-        seed: the projection seed of this (step, unit).
+        seed: the projection seed of this (step, unit): an int, or a one-element int64 tensor on ``x.device``.
         cache: ``(R, h0*w0, C)`` the unit's output at the previous step (RTR's fill).
         cache_hw: ``(h0, w0)``.
         options: the generation's :class:`UnitOptions` (None: the paper's defaults).

@@ -35,6 +35,15 @@ class StaticKV:
     def capacity(self) -> int:
         return self.shape[3]
 
+    def set_capacity(self, capacity: int) -> None:
+        """Hold ``capacity`` tokens per row (e.g. only the scales a schedule computes). Before the first write only:
+        the buffers are allocated then."""
+        if self.k is not None:
+            raise RuntimeError("StaticKV: the capacity is fixed once the buffers exist (set it before the first step)")
+        if int(capacity) < 1:
+            raise ValueError(f"capacity: expected a positive token count, got {capacity}")
+        self.shape = (*self.shape[:3], int(capacity), self.shape[4])
+
     def _allocate(self, dtype: torch.dtype) -> None:
         if self.released:
             raise RuntimeError("StaticKV: the cache was released (after decoding); start a new session")

@@ -101,3 +101,26 @@ class GenerationSession(Protocol):
     def decode(self) -> torch.Tensor:
         """Decode the accumulated codes: float RGB images ``(B, 3, H, W)`` in ``[0, 1]``."""
         ...
+
+
+@runtime_checkable
+class Graphable(Protocol):
+    """Optional: a :class:`GenerationSession` whose computed steps ``stagevar.engine.graphs`` can capture in CUDA
+    graphs (``cuda_graphs=True``). Besides the protocol it has ``model`` (the key of the graph cache), ``device``
+    and ``kv`` (a :class:`stagevar.engine.StaticKV`, whose fill counts the engine marks and rewinds around the
+    warm-up), and the methods below. Its guidance switch must only make views of its set-up tensors."""
+
+    def plan_scales(self, n: int) -> None:
+        """Size the KV cache for the first ``n`` scales (the ones a schedule computes), before the first step."""
+        ...
+
+    def graph_inputs(self) -> list[torch.Tensor]:
+        """Every set-up tensor the computed steps read that differs between generations (text K/V, prompt-dependent
+        constants...), in a fixed order, with the set-up rows (called before any ``set_guidance``). A later
+        generation copies its own into the capturing session's, one ``copy_`` each."""
+        ...
+
+    def graph_signature(self) -> tuple:
+        """The hashable configuration the steps bake in (amp dtype...); ``ValueError`` starting ``cuda_graphs:`` for a
+        session whose steps cannot be captured."""
+        ...

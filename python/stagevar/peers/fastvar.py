@@ -18,11 +18,14 @@ The restoration of a sublayer's update is exactly ``stagevar_kernels.restore_mer
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 import stagevar_kernels
 import stagevar_kernels.block as block_ops
 
+from ..engine import graphs
 from ..fidelity import gather_rows, pivotal_rows
 from ..models.infinity.blocks import attend_self, ffn
 from ..models.session import GenerationSession
@@ -81,6 +84,70 @@ def _block(session, block, x: torch.Tensor, si: int, updates: _Updates) -> torch
     return x
 
 
+@dataclasses.dataclass(frozen=True)
+class _Pruning:
+    """Which steps and blocks are pruned: steps ``first..`` drop ``drop[k - first]`` of their tokens in ``layers``;
+    step ``first - 1`` records every sublayer's update (the restoration source)."""
+
+    first: int
+    drop: tuple[float, ...]
+    layers: frozenset[int]
+    backend: str | None
+
+
+def _step(session, blocks, k: int, x: torch.Tensor, cached: dict, pruning: _Pruning, timer: StepTimer):
+    """Every block of step ``k`` on its input ``x`` ``(R, h*w, C)`` (call inside the session's autocast)."""
+    tokens, first = x.shape[1], pruning.first
+    pruned = k >= first
+    keep = tokens - int(tokens * pruning.drop[k - first]) if pruned else None
+    for layer, block in enumerate(blocks):
+        updates = _Updates(
+            keep if pruned and layer in pruning.layers else None,
+            cached[id(block)],
+            record=k == first - 1,
+            src_hw=session.scales[first - 1],
+            dst_hw=session.scales[k],
+            backend=pruning.backend,
+            timer=timer,
+        )
+        x = _block(session, block, x, k, updates)
+    return x
+
+
+class _GraphedSteps:
+    """FastVAR's computed steps as a :class:`stagevar.engine.graphs.StepProgram` (no op seeds: nothing random)."""
+
+    seed_shape = None
+
+    def __init__(self, session, blocks, pruning: _Pruning, steps: int):
+        self.blocks, self.pruning, self.steps = blocks, pruning, steps
+        backend = graphs.resolved_backend(pruning.backend, session)
+        self.spec = ("fastvar", pruning.first, pruning.drop, tuple(sorted(pruning.layers)), backend)
+
+    def seed_values(self) -> list:
+        return []
+
+    def new_state(self) -> dict[int, dict]:
+        return {id(b): {} for b in self.blocks}
+
+    def save(self, cached: dict[int, dict]) -> dict[int, dict]:
+        return {key: dict(updates) for key, updates in cached.items()}
+
+    def restore(self, cached: dict[int, dict], saved: dict[int, dict]) -> None:
+        for key, updates in cached.items():
+            updates.clear()
+            updates.update(saved[key])
+
+    def prepare(self, session, k: int, cached) -> None:
+        return None  # FastVAR keeps both guidance rows in every step
+
+    def region(self, session, k: int, x: torch.Tensor, cached: dict, seeds) -> torch.Tensor:
+        # The session's autocast around each region alone: an autocast spanning captures would carry its cast
+        # cache from one capture into the next. No timer inside: its Python does not run on replay.
+        with session.autocast():
+            return _step(session, self.blocks, k, x, cached, self.pruning, StepTimer())
+
+
 def generate(
     session: GenerationSession,
     *,
@@ -90,6 +157,7 @@ def generate(
     backend: str | None = None,
     timer: StepTimer | None = None,
     decode: bool = True,
+    cuda_graphs: bool = False,
 ) -> torch.Tensor | None:
     """Run one Infinity generation the FastVAR way.
 
@@ -102,6 +170,8 @@ def generate(
         backend: backend of ``restore_merge``.
         timer: optional step timer (labels ``"scale{k}"``, ``"decode"`` and ``"ops"`` for the restorations, as
             :func:`stagevar.generate`).
+        cuda_graphs: capture every computed step's blocks in a CUDA graph and replay them in later generations of
+            the same key, as ``stagevar.generate(..., cuda_graphs=True)`` (:mod:`stagevar.engine.graphs`).
     Returns:
         ``(B, 3, H, W)`` float images in ``[0, 1]``, or ``None`` without ``decode``.
     """
@@ -112,36 +182,32 @@ def generate(
             )
     if session.cfg_layers:
         raise ValueError("session: FastVAR keeps CFG on the logits; cfg_insertion_layer must be 0")
+    if cuda_graphs:
+        graphs.check_graphable(session)
     n = len(session.scales)
     first = n - skip - len(drop)
     if first < 1 or skip < 0 or not all(0.0 <= d < 1.0 for d in drop):
         raise ValueError(f"drop/skip: {len(drop)} pruned and {skip} skipped steps do not fit {n} scale steps")
     timer = timer or StepTimer()
     blocks = [unit[0] for unit in session.units("block")]
-    cached: dict[int, dict] = {id(b): {} for b in blocks}
-    with torch.inference_mode(), session.autocast():
-        for k in range(n - skip):
-            timer.start(f"scale{k}")
-            x = session.scale_input(k)
-            tokens = x.shape[1]
-            pruned = k >= first
-            keep = tokens - int(tokens * drop[k - first]) if pruned else None
-            for layer, block in enumerate(blocks):
-                updates = _Updates(
-                    keep if pruned and layer in layers else None,
-                    cached[id(block)],
-                    record=k == first - 1,
-                    src_hw=session.scales[first - 1],
-                    dst_hw=session.scales[k],
-                    backend=backend,
-                    timer=timer,
-                )
-                x = _block(session, block, x, k, updates)
-            session.finish_scale(k, x)
-            timer.stop(f"scale{k}")
+    pruning = _Pruning(first, tuple(drop), frozenset(layers), backend)
+    plan_scales = getattr(session, "plan_scales", None)
+    if plan_scales is not None:
+        plan_scales(n - skip)  # the KV cache holds the computed scales only
+    with torch.inference_mode():
+        if cuda_graphs:
+            graphs.run_steps(session, _GraphedSteps(session, blocks, pruning, n - skip), timer)
+        else:
+            cached: dict[int, dict] = {id(b): {} for b in blocks}
+            with session.autocast():
+                for k in range(n - skip):
+                    timer.start(f"scale{k}")
+                    x = _step(session, blocks, k, session.scale_input(k), cached, pruning, timer)
+                    session.finish_scale(k, x)
+                    timer.stop(f"scale{k}")
         if not decode:
             return None
         timer.start("decode")
-        images = session.decode()
+        images = session.decode()  # (under the session's own autocast)
         timer.stop("decode")
     return images

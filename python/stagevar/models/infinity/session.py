@@ -329,6 +329,44 @@ class InfinitySession:
             self._head_mod[key] = head_modulation(self.model, self.cond_BD[:rows])
         return self._head_mod[key]
 
+    # -- CUDA graphs (stagevar.engine.graphs) ---------------------------------------------------------------------
+    def plan_scales(self, n: int) -> None:
+        """Size the KV cache for the first ``n`` scales only (the computed ones: skipped final steps hold no keys).
+        Call before the first step."""
+        if not 1 <= int(n) <= len(self.scales):
+            raise ValueError(f"n: expected 1..{len(self.scales)} computed scales, got {n}")
+        self.kv.set_capacity(sum(h * w for h, w in self.scales[: int(n)]))
+
+    def graph_inputs(self) -> list[torch.Tensor]:
+        """The set-up tensors the computed steps read that depend on the prompts, in a fixed order: every block's
+        ``ada`` (``ada_gss + gss``) and text K/V, then the text mask if any. Rows of the set-up guidance (call before
+        any :meth:`set_guidance`; a guidance switch only makes views of them)."""
+        if self.rows != self.batch * (2 if self.use_cfg else 1):
+            raise RuntimeError("graph_inputs: call before set_guidance (the workspace holds the set-up rows)")
+        blocks = [b for chunk in self._chunks for b in chunk]
+        tensors = []
+        for block, consts in zip(blocks, self.consts):
+            tensors += [consts.ada, *self.text.kv[id(block)]]
+        if self.text.mask is not None:
+            tensors.append(self.text.mask)
+        return tensors
+
+    def graph_signature(self) -> tuple:
+        """What the computed steps bake in besides shapes: amp dtype, ``ca_bf16``, the text lengths (they decide
+        the text rows kept at a guidance switch), where CFG mixes. ``ValueError`` naming ``cuda_graphs`` for a
+        session whose steps cannot be captured."""
+        if self.engine != "static":
+            raise ValueError(
+                "cuda_graphs: an engine='upstream' session grows its KV cache by cat (new addresses every step); "
+                "use engine='static'"
+            )
+        if self.cfg_layers:
+            raise ValueError(
+                "cuda_graphs: CFG on a hidden state (cfg_insertion_layer != 0) is not graphed; use "
+                "cfg_insertion_layer=0 (CFG on the logits, every official script)"
+            )
+        return (self.amp_dtype, bool(self.ca_bf16), tuple(self.text.lens), self.cfg_on_logits, self.patchify)
+
     def release_state(self) -> None:
         """Free the KV cache and the text K/V (decoding needs only the codes)."""
         self.kv.release()

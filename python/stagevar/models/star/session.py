@@ -105,6 +105,7 @@ class STARSession:
             amp_dtype = torch.float16 if self.device.type == "cuda" else None
         self.amp_dtype = amp_dtype
         self._text0 = self._text_row0()
+        self._text0_by_guidance: dict[str, list[tuple]] | None = None  # set by graph_inputs
 
     @property
     def record_logits(self) -> list[torch.Tensor]:
@@ -144,11 +145,12 @@ class STARSession:
         return x_BLC.repeat(2, 1, 1) if self.guidance == "cfg" else x_BLC  # (R, pn^2, C)
 
     @torch.no_grad()
-    def _text_row0(self) -> list[tuple]:
-        """Every block's text ``(k, v, bias)`` of the current row 0 (the cross-attention's ``[0]``), once per
-        generation and guidance."""
+    def _text_row0(self, row: int = 0) -> list[tuple]:
+        """Every block's text ``(k, v, bias)`` of the current row ``row`` (0: the cross-attention's ``[0]``), once
+        per generation and guidance."""
+        rows = slice(row, row + 1)
         with self._amp():
-            return [(*cross_text_kv(b.cross_attn, self.hidden[:1]), self.bias[:1]) for b in self.model.blocks]
+            return [(*cross_text_kv(b.cross_attn, self.hidden[rows]), self.bias[rows]) for b in self.model.blocks]
 
     def _reserve(self, index: int):
         return lambda length, dtype: self.kv.reserve(index, length, dtype)
@@ -184,7 +186,10 @@ class STARSession:
             return
         self.kv.keep_rows(sl)
         self.hidden, self.bias, self.pool = self.hidden[sl], self.bias[sl], self.pool[sl]
-        self._text0 = self._text_row0()  # row 0 is now another row
+        if self._text0_by_guidance is not None:  # built at set-up (graphed steps read them at fixed addresses)
+            self._text0 = self._text0_by_guidance[guidance]
+        else:
+            self._text0 = self._text_row0()  # row 0 is now another row
         self.guidance = guidance
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,6 +230,33 @@ class STARSession:
         with torch.autocast(self.device.type, enabled=False):
             img = self.vae.fhat_to_img(self.f_hat.to(dt)).float()
         return img.add_(1).mul_(0.5)
+
+    # ------------------------------------------------------------------ CUDA graphs (stagevar.engine.graphs)
+    def plan_scales(self, n: int) -> None:
+        """Size the KV cache for the first ``n`` scales only (the computed ones: skipped final steps hold no keys).
+        Call before the first step."""
+        if not 1 <= int(n) <= len(self.scales):
+            raise ValueError(f"n: expected 1..{len(self.scales)} computed scales, got {n}")
+        self.kv.set_capacity(self._begin[int(n)])
+
+    def graph_inputs(self) -> list[torch.Tensor]:
+        """The set-up tensors the computed steps read that depend on the prompts, in a fixed order: the text bias
+        ``(2B, ...)`` and every block's row-0 text K/V of the prompt rows (``cfg`` and ``cond``) and of the
+        empty-prompt rows (``null``). Call before any :meth:`set_guidance`: the null rows' K/V are computed here
+        once, so that a guidance switch only picks tensors of this list (rather than computing new ones)."""
+        if self.guidance != "cfg":
+            raise RuntimeError("graph_inputs: call before set_guidance (the workspace holds the set-up rows)")
+        if self._text0_by_guidance is None:
+            self._text0_by_guidance = {"cond": self._text0, "null": self._text_row0(self.batch)}
+        tensors = [self.bias]
+        for guidance in ("cond", "null"):
+            for k, v, _ in self._text0_by_guidance[guidance]:
+                tensors += [k, v]
+        return tensors
+
+    def graph_signature(self) -> tuple:
+        """What the computed steps bake in besides shapes: the amp dtype."""
+        return (self.amp_dtype,)
 
     def release_state(self) -> None:
         """Free the KV cache and the text K/V (decoding needs only ``f_hat``)."""
