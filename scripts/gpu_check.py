@@ -764,6 +764,20 @@ def ops_tables(benchmarks: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _graphed_cells(g: dict | None) -> list[str]:
+    """The graphed columns of one schedule: total, speedups over the first schedule graphed and eager, capture, peak."""
+    if not g:
+        return ["-"] * 5
+    peak, capture = g.get("peak_memory_bytes"), g.get("capture_ms")
+    return [
+        f"{g['ms']['total']:.1f}",
+        f"{g.get('speedup', 0):.2f}x",
+        f"{g.get('speedup_vs_eager', 0):.2f}x",
+        "-" if capture is None else f"{capture:.0f}",
+        "-" if peak is None else f"{peak / 2**30:.2f}",
+    ]
+
+
 def e2e_table(result: dict) -> str:
     """Markdown table of one ``stagevar bench`` result: a row per schedule, its median total and the rest."""
     entries = result["schedules"]
@@ -774,13 +788,19 @@ def e2e_table(result: dict) -> str:
     nested = sorted(
         {k for e in entries.values() for k, v in e.items() if isinstance(v, dict) and "total" in v} - {"ms"}
     )
-    head = ["schedule", "total ms", "speedup", "in ops ms", "peak GiB"] + [f"{k} total ms" for k in nested] + extra
+    graphed = any("graphed" in e for e in entries.values())  # `stagevar bench --cuda-graphs`
+    head = ["schedule", "total ms", "speedup", "in ops ms", "peak GiB"] + [f"{k} total ms" for k in nested]
+    if graphed:
+        head += ["graphed ms", "graphed speedup", "graphed vs eager 1st", "capture ms", "graphed peak GiB"]
+    head += extra
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     for name, e in entries.items():
         peak = e.get("peak_memory_bytes")
         row = [name, f"{e['ms']['total']:.1f}", f"{e.get('speedup', 0):.2f}x", f"{e.get('op_ms', 0):.2f}"]
         row.append(f"{peak / 2**30:.2f}" if peak is not None else "-")
         row += [f"{e[k]['total']:.1f}" if k in e else "-" for k in nested]
+        if graphed:
+            row += _graphed_cells(e.get("graphed"))
         row += [f"{e[k]:.4g}" if k in e else "-" for k in extra]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

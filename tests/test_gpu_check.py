@@ -181,14 +181,39 @@ def test_op_tables_pivot_implementations_and_give_the_share_of_copy_bandwidth():
 def test_e2e_table_shows_every_schedule_and_columns_the_harness_adds():
     result = {
         "schedules": {
-            "vanilla": {"ms": {"total": 1000.0}, "speedup": 1.0, "op_ms": 0.0, "graphed": {"total": 700.0}},
+            "vanilla": {"ms": {"total": 1000.0}, "speedup": 1.0, "op_ms": 0.0, "upstream": {"total": 1400.0}},
             "paper": {"ms": {"total": 250.0}, "speedup": 4.0, "op_ms": 3.5, "peak_memory_bytes": 2**31},
         }
     }
     md = gpu_check.e2e_table(result)
-    assert md.splitlines()[0] == "| schedule | total ms | speedup | in ops ms | peak GiB | graphed total ms |"
-    assert "| vanilla | 1000.0 | 1.00x | 0.00 | - | 700.0 |" in md
+    assert md.splitlines()[0] == "| schedule | total ms | speedup | in ops ms | peak GiB | upstream total ms |"
+    assert "| vanilla | 1000.0 | 1.00x | 0.00 | - | 1400.0 |" in md
     assert "| paper | 250.0 | 4.00x | 3.50 | 2.00 | - |" in md
+
+
+def test_e2e_table_has_the_graphed_columns_of_bench_cuda_graphs():
+    graphed = {"ms": {"total": 500.0}, "speedup": 1.0, "speedup_vs_eager": 2.0, "capture_ms": 1234.4}
+    result = {
+        "schedules": {
+            "vanilla": {"ms": {"total": 1000.0}, "speedup": 1.0, "op_ms": 0.0, "graphed": graphed},
+            "paper": {
+                "ms": {"total": 250.0},
+                "speedup": 4.0,
+                "op_ms": 3.5,
+                "graphed": {
+                    "ms": {"total": 125.0},
+                    "speedup": 4.0,
+                    "speedup_vs_eager": 8.0,
+                    "peak_memory_bytes": 2**30,
+                },
+            },
+        }
+    }
+    md = gpu_check.e2e_table(result)
+    head = md.splitlines()[0]
+    assert head.endswith("| graphed ms | graphed speedup | graphed vs eager 1st | capture ms | graphed peak GiB |")
+    assert "| vanilla | 1000.0 | 1.00x | 0.00 | - | 500.0 | 1.00x | 2.00x | 1234 | - |" in md
+    assert "| paper | 250.0 | 4.00x | 3.50 | - | 125.0 | 4.00x | 8.00x | - | 1.00 |" in md
 
 
 @pytest.mark.slow
