@@ -19,11 +19,14 @@ from pathlib import Path
 
 import torch
 
+from stagevar_kernels.backends import BACKENDS
+from stagevar_kernels.philox import MAX_SEED
+
 from . import families, peers
+from .evaluation import command
 
 ASPECT_RATIO_RANGE = (0.25, 4.0)  # Infinity's templates span 1:3 to 3:1; the nearest is used
 PN_CHOICES = ["0.06M", "0.25M", "0.60M", "1M"]
-BACKENDS = ["reference", "triton", "cuda"]
 
 
 class UsageError(Exception):
@@ -75,7 +78,7 @@ def _number(kind, check, what):
 
 positive_int = _number(int, lambda v: v >= 1, "must be at least 1")
 count = _number(int, lambda v: v >= 0, "must be at least 0")
-seed_int = _number(int, lambda v: 0 <= v < 2**63, "must lie in [0, 2**63)")
+seed_int = _number(int, lambda v: 0 <= v <= MAX_SEED, "must lie in [0, 2**63)")
 finite = _number(float, math.isfinite, "must be finite")
 positive = _number(float, lambda v: math.isfinite(v) and v > 0, "must be finite and > 0")
 alpha_value = _number(float, lambda v: 0 < v <= 1, "must lie in (0, 1]")
@@ -302,7 +305,6 @@ def cmd_generate(args) -> int:
     _output_dir(args.out, "--out")
     _warn_if_extension_missing(device, args.quiet)
     out = Path(args.out)
-    graphs = {"cuda_graphs": True} if args.cuda_graphs else {}  # only when set: the eager call stays as it was
 
     jobs = distributed.generate_jobs(ctx, list(_batches(prompts, args.batch_size)), out)  # skips finished batches
     if jobs:
@@ -311,7 +313,9 @@ def cmd_generate(args) -> int:
     with _progress(args, total=sum(len(b) for _, b in jobs), unit="image", desc="generate") as bar:
         for start, batch in jobs:
             seeds = [args.seed + start + i for i in range(len(batch))]  # a prompt's seed: its global index
-            images = generate(factory(batch, seeds), schedule, backend=args.backend, seed=args.seed, **graphs)
+            images = generate(
+                factory(batch, seeds), schedule, backend=args.backend, seed=args.seed, cuda_graphs=args.cuda_graphs
+            )
             for i, image in enumerate(images):
                 _save_png(image, out / f"{start + i:05d}.png")  # atomic: a resumed run trusts what exists
             bar.update(len(batch))
@@ -444,9 +448,12 @@ def cmd_env(args) -> int:
 
 # ----------------------------------------------------------------------------------------------- parser
 def add_eval_parser(sub) -> None:
-    from .evaluation.command import add_eval_parser as add
-
-    add(sub)
+    p = command.add_eval_parser(sub, _add_loading)
+    # looked up at call time, so that a replaced cli._load_model (tests) is the one used
+    p.set_defaults(
+        load_model=lambda *a: _load_model(*a),
+        session_factory=lambda *a: _session_factory(*a),
+    )
 
 
 def _default_device() -> str:

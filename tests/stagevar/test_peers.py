@@ -144,7 +144,7 @@ def test_harness_refuses_fastvar_on_star_before_any_work(capsys):
 
 
 def test_runners_take_the_registry_signature(tiny, monkeypatch):
-    # runner(session, *, backend, timer, cuda_graphs): the eager call of a peer is the one it had before the switch
+    # runner(session, *, backend, timer, cuda_graphs): every switch reaches the peer's generate
     from stagevar import peers
 
     seen = []
@@ -157,7 +157,7 @@ def test_runners_take_the_registry_signature(tiny, monkeypatch):
     monkeypatch.setattr(fastvar, "generate", recording)
     run = peers.runner("fastvar", "infinity")
     images = run(_session(tiny), backend="reference", timer=None, cuda_graphs=False)
-    assert images.shape == (2, 3, 128, 128) and seen == [["backend", "timer"]]
+    assert images.shape == (2, 3, 128, 128) and seen == [["backend", "cuda_graphs", "timer"]]
     skip = peers.runner("skipvar-skip1", "star")
     star = zoo.build("star-tiny")
     assert skip(star.new_session(batch=1), backend=None, timer=None, cuda_graphs=False).shape[0] == 1

@@ -14,6 +14,7 @@ generations of at most that many images (one batch of 4 for GenEval's 4 samples 
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import statistics
@@ -27,13 +28,14 @@ from . import distributed, layouts, metrics, prompts
 SUMMARY_KEYS = ("psnr", "ssim", "low_mse", "high_mse", "low_rel", "high_rel", "clip")
 
 
-def add_eval_parser(sub) -> None:
-    """Register the ``eval`` subcommand on ``sub`` (the ``stagevar`` subparsers)."""
+def add_eval_parser(sub, add_loading) -> argparse.ArgumentParser:
+    """Register the ``eval`` subcommand on ``sub`` (the ``stagevar`` subparsers); ``add_loading(p, required)`` adds
+    the command line's checkpoint options (the CLI passes its own, so that this module never imports the CLI, and
+    sets ``load_model`` and ``session_factory`` on the parsed arguments for local checkpoints)."""
     from .. import zoo
-    from ..cli import _add_loading
 
     p = sub.add_parser("eval", help="quality of schedules and peers against vanilla (same prompts and seeds)")
-    _add_loading(p, required=False)
+    add_loading(p, required=False)
     p.add_argument("--random", choices=list(zoo.MODELS), help="evaluate a random-weight model instead of checkpoints")
     p.add_argument("--geneval-prompts", help="GenEval's evaluation_metadata.jsonl (writes GenEval's layout)")
     p.add_argument("--dpg-prompts", help="DPG-Bench's prompts folder, one <id>.txt per prompt (writes DPG's layout)")
@@ -55,6 +57,7 @@ def add_eval_parser(sub) -> None:
     )
     p.add_argument("--grid-prompts", type=int, default=2, help="prompts shown in grid.png (0: no grid)")
     p.set_defaults(func=cmd_eval)
+    return p
 
 
 def _schedule_names(text: str) -> list[str]:
@@ -75,11 +78,11 @@ def _builder(args):
         return built.family, lambda record, seeds: built.new_session(batch=len(seeds), seed=seeds[0], seeds=seeds)
     if not (args.checkpoint and args.vae and args.text_encoder):
         raise ValueError("--random: give --random MODEL, or --checkpoint, --vae and --text-encoder")
-    from .. import cli, families
+    from .. import families
 
     family = families.family_of_name(args.model).name
-    model, vae, encode = cli._load_model(args, torch.device(args.device))
-    factory = cli._session_factory(args, family, model, vae, encode)
+    model, vae, encode = args.load_model(args, torch.device(args.device))
+    factory = args.session_factory(args, family, model, vae, encode)
     return family, lambda record, seeds: factory([record.prompt] * len(seeds), seeds)
 
 

@@ -33,24 +33,18 @@ from . import fastvar, skipvar
 Runner = Callable[..., object]  # runner(session, *, backend, timer, cuda_graphs) -> images (B, 3, H, W) or None
 
 
-def _graphs(cuda_graphs: bool) -> dict:
-    # The switch is passed only when set, so that a generation function without CUDA-graph support (FastVAR's, as
-    # released here) is called eagerly exactly as before.
-    return {"cuda_graphs": True} if cuda_graphs else {}
-
-
 def schedule_runner(schedule: StageSchedule) -> Runner:
     """The runner of a StageVAR schedule: :func:`stagevar.generate` under ``schedule``."""
 
     def run(session, *, backend=None, timer=None, cuda_graphs=False):
-        return generate(session, schedule, backend=backend, timer=timer, **_graphs(cuda_graphs))
+        return generate(session, schedule, backend=backend, timer=timer, cuda_graphs=cuda_graphs)
 
     return run
 
 
 def _fastvar_runner(entry: Family) -> Runner:
     def run(session, *, backend=None, timer=None, cuda_graphs=False):
-        return fastvar.generate(session, backend=backend, timer=timer, **_graphs(cuda_graphs))
+        return fastvar.generate(session, backend=backend, timer=timer, cuda_graphs=cuda_graphs)
 
     return run
 

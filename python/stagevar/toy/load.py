@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,21 @@ from .text import TextEncoder
 
 EVAL_STREAM = 99  # captions for evaluation and the default prompts (the training streams are 1000+ and 2000+)
 DEFAULTS = {"cfg_list": 3.0, "tau_list": 0.5}
+WEIGHT_FILES = ("infinity.safetensors", "tokenizer.safetensors", "text.safetensors")  # what training writes
+CHECKSUMS = "SHA256SUMS"  # one "<sha256>  <file>" line per weight file
+
+
+def sha256(path: Path) -> str:
+    """The hex SHA-256 of the file at ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def verify(folder: str | Path) -> None:
     """Check every file listed in ``folder/SHA256SUMS``; ``ValueError`` naming the file on a mismatch."""
-    from .train import CHECKSUMS, WEIGHT_FILES, sha256
-
     folder = Path(folder)
     sums = folder / CHECKSUMS
     if not sums.is_file():

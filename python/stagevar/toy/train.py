@@ -19,7 +19,6 @@ The result in ``DIR``: ``infinity.safetensors`` (the transformer, official key n
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -31,7 +30,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..schedule import presets
 from . import data
+from .load import CHECKSUMS, WEIGHT_FILES, evaluate, load, sha256
 from .model import (
     TOY_CONFIGS,
     TRAIN_FULL,
@@ -49,8 +50,6 @@ from .text import tokenize
 from .tokenizer import quantize
 
 STREAM_A, STREAM_B = 1000, 2000  # data streams of the two stages (offset by the training seed)
-WEIGHT_FILES = ("infinity.safetensors", "tokenizer.safetensors", "text.safetensors")
-CHECKSUMS = "SHA256SUMS"
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -84,14 +83,6 @@ def lr_at(step: int, steps: int, base: float, warmup: float) -> float:
         return base * (step + 1) / warm
     t = (step - warm) / max(1, steps - warm)
     return base * (0.1 + 0.45 * (1 + math.cos(math.pi * t)))
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _save_file(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -322,9 +313,6 @@ def main(argv=None) -> int:
     status = train(args.out, config, tr, args.device, args.stop_after, workers, max_seconds=args.max_seconds)
     print(f"training {status}: {args.out}")
     if status == "done" and args.eval_n > 0:
-        from ..schedule import presets
-        from .load import evaluate, load
-
         toy = load(args.out, device=args.device)
         for name in presets("infinity"):
             print(f"checker ({name}, {args.eval_n} captions): {json.dumps(evaluate(toy, name, n=args.eval_n))}")
