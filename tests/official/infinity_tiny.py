@@ -7,8 +7,11 @@ import torch
 TINY = dict(depth=4, embed_dim=64, num_heads=2, mlp_ratio=4, block_chunks=2)
 
 
-def build_official(infinity_official, patchify: bool, seed: int):
-    """(official Infinity, official VAE) of ``TINY`` size with random non-zero biases, on CPU in fp32."""
+def build_official(infinity_official, patchify: bool, seed: int, pn: str = "0.06M"):
+    """(official Infinity, official VAE) of ``TINY`` size with random non-zero biases, on CPU in fp32.
+
+    ``infinity_official``: ``(infinity module, vae_model)`` of an official source tree (Infinity's or FastVAR's
+    copy of it); ``pn``: the size the model is built for."""
     inf_mod, vae_model = infinity_official
     torch.manual_seed(seed)
     if patchify:
@@ -31,7 +34,7 @@ def build_official(infinity_official, patchify: bool, seed: int):
         use_bit_label=1,
         rope2d_each_sa_layer=1,
         rope2d_normalized_by_hw=2,
-        pn="0.06M",
+        pn=pn,
         apply_spatial_patchify=int(patchify),
         inference_mode=True,
         train_h_div_w_list=[1.0],

@@ -15,6 +15,7 @@ REPO = os.environ.get("FASTVAR_REPO")
 pytestmark = pytest.mark.skipif(not REPO, reason="FASTVAR_REPO not set (path of a checkout of csguoh/FastVAR)")
 
 sys.path.insert(0, os.path.dirname(__file__))
+from infinity_tiny import build_official  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -50,41 +51,8 @@ def test_fastvar_peer_reproduces_the_released_code(fastvar_official, monkeypatch
     from stagevar.models.infinity import TextFeatures, get_scale_schedule, new_session
     from stagevar.peers import fastvar
 
-    inf_mod, vae_model = fastvar_official
-    torch.manual_seed(0)
-    vae = vae_model(None, "dynamic", 8, 2**8, patch_size=4, encoder_ch_mult=[1, 1, 2], decoder_ch_mult=[1, 1, 2])
-    model = inf_mod.Infinity(
-        vae_local=vae.eval(),
-        text_channels=128,
-        text_maxlen=32,
-        shared_aln=True,
-        raw_scale_schedule=None,
-        checkpointing="full-block",
-        customized_flash_attn=False,
-        fused_norm=True,
-        pad_to_multiplier=128,
-        use_flex_attn=False,
-        add_lvl_embeding_only_first_block=1,
-        use_bit_label=1,
-        rope2d_each_sa_layer=1,
-        rope2d_normalized_by_hw=2,
-        pn="1M",
-        apply_spatial_patchify=0,
-        inference_mode=True,
-        train_h_div_w_list=[1.0],
-        depth=4,
-        embed_dim=64,
-        num_heads=2,
-        mlp_ratio=4,
-        block_chunks=2,
-    ).eval()
-    model.requires_grad_(False)
-    model.rng = torch.Generator("cpu")
-    with torch.no_grad():
-        g = torch.Generator().manual_seed(1)
-        for name, p in model.named_parameters():
-            if name.endswith(("bias", "v_bias", "q_bias")):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    inf_mod, _ = fastvar_official
+    model, vae = build_official(fastvar_official, patchify=False, seed=1, pn="1M")
     sched = [(1, h, w) for h, w in get_scale_schedule(1.0, "1M")]
     n = len(sched)
     text = TextFeatures(torch.randn(5, 128, generator=torch.Generator().manual_seed(2)), [5])
