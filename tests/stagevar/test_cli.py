@@ -84,14 +84,14 @@ def test_generate_with_local_checkpoints(tmp_path, monkeypatch):
     torch.save({"vae": built.vae.state_dict()}, vae_ckpt)
     t5.mkdir()
     monkeypatch.setitem(families.FAMILIES["infinity"].checkpoints, "infinity-tiny", "tiny")
-    monkeypatch.setattr(infinity, "load_t5", lambda path, device, dtype: (None, None))
+    monkeypatch.setattr(infinity.family, "load_t5", lambda path, device, dtype: (None, None))
     encoded = []
 
     def fake_encode(tok, enc, prompts):
         encoded.append(list(prompts))
         return zoo.random_infinity_text(128, len(prompts), 0)
 
-    monkeypatch.setattr(infinity, "encode_prompts", fake_encode)
+    monkeypatch.setattr(infinity.family, "encode_prompts", fake_encode)
     out = tmp_path / "images"
     code = cli.main(
         [
@@ -173,7 +173,7 @@ def test_generate_star_with_local_checkpoints(tmp_path, monkeypatch):
             return zoo.random_star_text(len(prompts) // 2, 0, width)
 
     monkeypatch.setitem(families.FAMILIES["star"].checkpoints, "star-tiny", "tiny")
-    monkeypatch.setattr(star, "load_clip_text_encoder", lambda path, device: FakeClip())
+    monkeypatch.setattr(star.family, "load_clip_text_encoder", lambda path, device: FakeClip())
     out = tmp_path / "images"
     base = ["generate", "--model", "star-tiny", "--checkpoint", str(ckpt), "--vae", str(vae_ckpt)]
     base += ["--text-encoder", str(clip), "--prompt", "a"]
@@ -202,7 +202,12 @@ def _fail_if_built(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("work started before the arguments were checked")
 
-    for module, name in ((zoo, "build"), (benchmark, "run"), (infinity, "load_infinity"), (star, "load_star")):
+    for module, name in (
+        (zoo, "build"),
+        (benchmark, "run"),
+        (infinity.family, "load_infinity"),
+        (star.family, "load_star"),
+    ):
         monkeypatch.setattr(module, name, boom)
 
 
