@@ -308,6 +308,8 @@ def test_gpu_path_of_every_stage_on_a_fake_machine(tmp_path, monkeypatch):
         "infinity-2b",
     ]
     assert all("--cuda-graphs" in r and r[r.index("--device") + 1] == "cuda" for r in runs)
+    # eager and graphed per schedule: fewer generations each, so that both fit the budget
+    assert all((r[r.index("--warmup") + 1], r[r.index("--repeats") + 1]) == ("1", "3") for r in runs[:-1])
     assert "--no-text-encoder" not in runs[-1] and all("--no-text-encoder" in r for r in runs[:-1])
     md = (ctx.out / "summary.md").read_text()
     assert (
