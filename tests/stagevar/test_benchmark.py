@@ -149,3 +149,33 @@ def test_eager_measurement_has_no_graphed_entries(graphed_runs):
     result = benchmark.run("infinity-tiny", ["vanilla"], warmup=0, repeats=1, text_encoder=False)
     assert result["cuda_graphs"] is False and "graphed" not in result["schedules"]["vanilla"]
     assert graphed_runs == {"released": 0, "graphed_calls": 0}
+
+
+def test_graphed_measurement_on_the_real_engine_with_the_tape_stand_in(monkeypatch):
+    # The whole harness over the graph engine itself (the tape stands in for CUDA graphs on a CPU): every schedule and
+    # the FastVAR peer capture once, report their capture time apart, and release their graphs before the next one.
+    from stagevar.engine import graphs
+    from stagevar.engine.tape import TapeFactory
+
+    held = []
+    release = benchmark._release_graphs
+
+    def spy(model):
+        before = len(graphs.captured_keys(model))
+        release(model)
+        held.append((before, len(graphs.captured_keys(model))))
+
+    monkeypatch.setattr(benchmark, "_release_graphs", spy)
+    factory = TapeFactory()
+    with graphs.use_factory(factory):
+        result = benchmark.run(
+            "infinity-tiny", ["vanilla", "paper", "fastvar"], warmup=0, repeats=2, text_encoder=False, cuda_graphs=True
+        )
+    steps = {"vanilla": 7, "paper": 5, "fastvar": 5}  # the tiny model's 0.06M schedule: 7 scales, 2 skipped
+    assert len(factory.graphs) == sum(steps.values())  # one capture per computed step, none in the timed runs
+    assert held == [(1, 0)] * 3  # one key per schedule, dropped before the next schedule is measured
+    for name, entry in result["schedules"].items():
+        graphed = entry["graphed"]
+        assert graphed["capture_ms"] > 0.0 and "capture" not in graphed["ms"]
+        assert sorted(k for k in graphed["ms"] if k.startswith("scale")) == [f"scale{k}" for k in range(steps[name])]
+    assert "capture ms" in benchmark.table(result)
