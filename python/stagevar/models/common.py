@@ -58,3 +58,14 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     (The official entry points return upstream's truncated bytes themselves, see ``infinity.official``.)
     """
     return images.movedim(-3, -1).mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def plain_images(session: GenerationSession, records: tuple[str, ...] = ()) -> dict:
+    """The plain loop on ``session``, then its images as both families' ``generate_images`` return them:
+    ``images`` float RGB ``(B, 3, H, W)`` in [0, 1], ``uint8`` RGB ``(B, H, W, 3)`` (rounded) and, for each name in
+    ``records``, that entry of every per-scale record (``session.records``, kept with ``record=True``)."""
+    images = run_plain(session)
+    out = {"images": images, "uint8": to_uint8(images)}
+    for name in records:
+        out[name] = [r[name] for r in session.records]
+    return out

@@ -63,3 +63,26 @@ def test_generators():
     assert len(per_image) == 2 and per_image[1].initial_seed() == 2
     with pytest.raises(ValueError, match="^seeds: expected 2 per-image seeds, got 3"):
         make_generators([1, 2, 3], 2, "cpu")
+
+
+def test_generate_images_of_both_families_return_the_same_dict():
+    from stagevar import zoo
+    from stagevar.models.infinity import generate_images as infinity_images
+    from stagevar.models.star import generate_images as star_images
+
+    torch.manual_seed(0)
+    model = build_infinity("tiny")
+    vae = BSQVAE(model.config.vae).eval()
+    text = TextFeatures(torch.randn(3, 128, generator=torch.Generator().manual_seed(1)), [3])
+    out = infinity_images(model, vae, text, pn="0.06M", seeds=4, cfg_list=3.0, return_records=True)
+    plain = run_plain(_infinity_session())
+    assert set(out) == {"images", "uint8", "bits", "logits"} and torch.equal(out["images"], plain)
+    assert torch.equal(out["uint8"], to_uint8(plain)) and len(out["bits"]) == len(out["logits"]) == 7
+    tiny = zoo.build("star-tiny")
+    width = tiny.model.blocks[0].cross_attn.mat_kv.weight.shape[1]
+    out = star_images(tiny.model, tiny.vae, zoo.random_star_text(1, 0, width), batch=1, seeds=2, return_records=True)
+    assert set(out) == {"images", "uint8", "tokens", "logits"} and out["uint8"].shape[-1] == 3
+    assert set(star_images(tiny.model, tiny.vae, zoo.random_star_text(1, 0, width), batch=1, seeds=2)) == {
+        "images",
+        "uint8",
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..common import run_plain, to_uint8
+from ..common import plain_images
 from .scales import get_scale_schedule
 from .session import new_session
 
@@ -50,9 +50,4 @@ def generate_images(
         record=return_records,
         **kwargs,
     )
-    images = run_plain(s)
-    out = {"images": images, "uint8": to_uint8(images)}
-    if return_records:
-        out["bits"] = [r["bits"] for r in s.records]
-        out["logits"] = [r["logits"] for r in s.records]
-    return out
+    return plain_images(s, ("bits", "logits") if return_records else ())

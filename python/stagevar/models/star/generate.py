@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..common import run_plain, to_uint8
+from ..common import plain_images
 from .session import new_session
 
 
@@ -19,9 +19,4 @@ def generate_images(model: nn.Module, vae: nn.Module | None, text, *, return_rec
     ``(B, pn^2, V)`` after the guidance mix, before top-k/top-p).
     """
     session = new_session(model, vae, text, record=return_records, **kwargs)
-    images = run_plain(session)
-    out = {"images": images, "uint8": to_uint8(images)}
-    if return_records:
-        out["tokens"] = [r["tokens"] for r in session.records]
-        out["logits"] = [r["logits"] for r in session.records]
-    return out
+    return plain_images(session, ("tokens", "logits") if return_records else ())
