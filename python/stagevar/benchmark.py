@@ -23,7 +23,7 @@ import sys
 import torch
 
 from . import peers, zoo
-from .engine import count_launches
+from .engine import count_launches, graphs
 from .families import family
 from .schedule import resolve
 from .timing import medians, timer_for
@@ -142,8 +142,6 @@ def run(
 def _release_graphs(model) -> None:
     """Free ``model``'s captured graphs and their memory pool: graphs are cached per model, so without this every
     schedule's peak memory would include the graphs of the schedules measured before it."""
-    from .engine import graphs  # the graph engine, needed by graphed runs only
-
     graphs.clear(model)
 
 
